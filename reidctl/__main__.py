@@ -1,0 +1,5 @@
+import sys
+
+from reidctl.cli import main
+
+sys.exit(main())

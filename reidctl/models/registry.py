@@ -1,0 +1,155 @@
+"""The model registry: names -> :class:`ModelSpec`, without importing torch.
+
+A spec carries every fact later stages need (input size, preprocessing, named outputs, which
+output is the retrieval feature, whether it is L2-normalised, export tolerance). The network
+itself is built by ``builder``, a ``"module:function"`` string imported on demand, so listing
+models or reading their preprocessing never imports torch.
+
+Adding a model: write ``reidctl/models/<family>.py`` with a builder
+``def build(variant: str, num_classes: int | None) -> torch.nn.Module`` whose module returns a
+tuple of outputs in ``output_names`` order, then add one :func:`register_model` call below.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from reidctl.errors import UnknownNameError
+from reidctl.specs import PreprocessSpec, TensorSpec
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Facts about a registered model.
+
+    ``outputs`` lists every output the module can return, in order; ``optional_outputs``
+    names those present only when the checkpoint provides them (e.g. ``logits`` when it has
+    a classifier). ``builder`` is ``"package.module:function"``; the function is called as
+    ``fn(name, num_classes)`` and returns an ``nn.Module`` with an ``output_names`` attribute.
+    ``tolerance`` bounds the export check: max |onnx - torch| / max |torch| per output.
+    """
+
+    name: str
+    description: str
+    builder: str
+    outputs: tuple[TensorSpec, ...]
+    feature: str
+    l2_normalize: bool = True
+    preprocess: PreprocessSpec = field(default_factory=PreprocessSpec)
+    optional_outputs: tuple[str, ...] = ()
+    tolerance: float = 1e-4
+    reference: str = ""
+
+    @property
+    def input(self) -> TensorSpec:
+        p = self.preprocess
+        return TensorSpec("image", ("batch", 3, p.height, p.width), "float32")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "description": self.description,
+            "input": self.input.to_dict(),
+            "outputs": [o.to_dict() for o in self.outputs],
+            "optional_outputs": list(self.optional_outputs),
+            "feature": self.feature,
+            "l2_normalize": self.l2_normalize,
+            "preprocess": self.preprocess.to_dict(),
+            "tolerance": self.tolerance,
+            "reference": self.reference,
+        }
+
+
+_REGISTRY: dict[str, ModelSpec] = {}
+
+
+def register_model(spec: ModelSpec) -> ModelSpec:
+    if spec.name in _REGISTRY:
+        raise ValueError(f"model {spec.name!r} registered twice")
+    if spec.feature not in {o.name for o in spec.outputs}:
+        raise ValueError(f"{spec.name}: feature {spec.feature!r} is not among its outputs")
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def get_spec(name: str) -> ModelSpec:
+    """The spec of a registered model; :class:`UnknownNameError` lists the valid names."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise UnknownNameError("model", name, _REGISTRY) from None
+
+
+def list_models() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+# --------------------------------------------------------------------------- the zoo
+
+
+def _feat(name: str, *dims: int | str) -> TensorSpec:
+    return TensorSpec(name, ("batch", *dims))
+
+
+register_model(
+    ModelSpec(
+        name="aligned_reid",
+        description="AlignedReID: ResNet-50 (last stride 2), global feature + 8 local stripes",
+        builder="reidctl.models.aligned_reid:build",
+        outputs=(_feat("global_feat", 2048), _feat("local_feat", 8, 128), _feat("logits", "C")),
+        optional_outputs=("logits",),
+        feature="global_feat",
+        l2_normalize=True,
+        tolerance=1e-4,
+        reference="huanghoujing/AlignedReID-Re-Production-Pytorch",
+    )
+)
+register_model(
+    ModelSpec(
+        name="centroids_reid",
+        description="Centroids-ReID: BoT ResNet-50 (last stride 1, BNNeck), feature after BN",
+        builder="reidctl.models.centroids_reid:build",
+        outputs=(_feat("feature", 2048),),
+        feature="feature",
+        l2_normalize=True,
+        tolerance=1e-4,
+        reference="mikwieczorek/centroids-reid",
+    )
+)
+register_model(
+    ModelSpec(
+        name="trinet",
+        description="TriNet (Hermans et al. 2017): ResNet-50, FC 1024, BN, ReLU, FC 128",
+        builder="reidctl.models.trinet:build",
+        outputs=(_feat("embedding", 128),),
+        feature="embedding",
+        l2_normalize=False,
+        tolerance=1e-4,
+        reference="DAAF-ReID test network; Hermans et al., In Defense of the Triplet Loss",
+    )
+)
+for _variant in ("osnet_x1_0", "osnet_x0_75", "osnet_x0_5", "osnet_x0_25"):
+    register_model(
+        ModelSpec(
+            name=_variant,
+            description=f"OSNet {_variant[6:].replace('_', '.')} (Zhou et al. 2019), 512-d fc",
+            builder="reidctl.models.osnet:build",
+            outputs=(_feat("feature", 512),),
+            feature="feature",
+            l2_normalize=True,
+            tolerance=1e-4,
+            reference="KaiyangZhou/deep-person-reid (torchreid)",
+        )
+    )
+register_model(
+    ModelSpec(
+        name="resnet50",
+        description="ResNet-50 global-average-pool embedder (2048-d)",
+        builder="reidctl.models.resnet:build_embedder",
+        outputs=(_feat("feature", 2048),),
+        feature="feature",
+        l2_normalize=True,
+        tolerance=1e-4,
+    )
+)
