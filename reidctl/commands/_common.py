@@ -1,0 +1,37 @@
+"""Helpers shared by the command modules (printing only; no library logic here)."""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections.abc import Iterator
+
+import click
+
+
+@contextlib.contextmanager
+def echo_warnings() -> Iterator[None]:
+    """Show library warnings as one ``warning: ...`` line each on stderr."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            yield
+        finally:
+            seen: set[str] = set()
+            for w in caught:
+                msg = str(w.message)
+                if msg in seen or issubclass(w.category, DeprecationWarning | FutureWarning):
+                    continue
+                seen.add(msg)
+                click.secho(f"warning: {msg}", fg="yellow", err=True)
+
+
+def parse_int_list(value: str, option: str) -> list[int]:
+    """``"1,4,8"`` -> ``[1, 4, 8]``; a click usage error (exit 2) otherwise."""
+    try:
+        items = [int(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers, got {value!r}", param_hint=option) from None
+    if not items or any(i < 1 for i in items):
+        raise click.BadParameter(f"expected positive integers, got {value!r}", param_hint=option)
+    return items

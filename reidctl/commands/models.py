@@ -1,0 +1,43 @@
+"""``reidctl models``: the registered models and their facts."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the specs as JSON.")
+def models(as_json: bool) -> None:
+    """List the registered models: input size, outputs, feature and preprocessing.
+
+    \b
+    Example:
+      reidctl models
+      reidctl export osnet_x0_25 --weights ckpt.pth -o osnet.onnx
+    """
+    from reidctl.models.registry import get_spec, list_models
+
+    specs = [get_spec(n) for n in list_models()]
+    if as_json:
+        click.echo(json.dumps([s.to_dict() for s in specs], indent=2))
+        return
+    for s in specs:
+        p = s.preprocess
+        outs = ", ".join(
+            f"{o.name}{list(o.shape[1:])}" + ("?" if o.name in s.optional_outputs else "")
+            for o in s.outputs
+        )
+        click.echo(click.style(s.name, bold=True) + f"  {s.description}")
+        click.echo(f"    input     image [N, 3, {p.height}, {p.width}] float32")
+        click.echo(f"    outputs   {outs}   (? = only when the checkpoint has it)")
+        click.echo(
+            f"    feature   {s.feature}, "
+            + ("L2-normalised" if s.l2_normalize else "not normalised")
+            + f" for retrieval; export tolerance {s.tolerance:g}"
+        )
+        click.echo(
+            f"    preprocess {p.interpolation} resize, {p.color.upper()}, /255, "
+            f"mean {list(p.mean)}, std {list(p.std)}"
+        )
