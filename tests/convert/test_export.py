@@ -15,7 +15,7 @@ import torch
 from reidctl.artifacts import read_sidecar
 from reidctl.cli import main
 from reidctl.convert.onnx import onnx_from_torch
-from reidctl.errors import CheckpointError, InputError, OutputExistsError, ValidationError
+from reidctl.errors import InputError, OutputExistsError, ValidationError
 from reidctl.models.loading import create_model
 from reidctl.models.registry import get_spec, list_models
 
@@ -214,6 +214,3 @@ def test_check_output_path_rejects_other_suffix(tmp_path: Path) -> None:
     with pytest.raises(InputError, match=r"\.onnx"):
         check_output_path(tmp_path / "model.bin", force=False)
 
-
-def test_checkpoint_error_type() -> None:
-    assert issubclass(CheckpointError, InputError)
