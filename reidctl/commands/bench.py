@@ -1,0 +1,144 @@
+"""``reidctl bench``: throughput and latency by back end and batch size."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from reidctl.commands._common import echo_warnings
+
+
+@click.command()
+@click.argument("model_file", required=False, type=click.Path(path_type=Path))
+@click.option(
+    "--backend",
+    "backends",
+    default="ort",
+    show_default=True,
+    help="Comma-separated back ends (see `reidctl backends`), e.g. ort,openvino,torch.",
+)
+@click.option(
+    "--bs",
+    "batch_sizes",
+    default="1,4,8,16,32",
+    show_default=True,
+    help="Comma-separated batch sizes: the rows of the table.",
+)
+@click.option(
+    "--seconds",
+    type=float,
+    default=3.0,
+    show_default=True,
+    help="Inference time spent per back end and batch size (per model with --vs).",
+)
+@click.option(
+    "--iters",
+    type=int,
+    default=None,
+    help="A fixed number of timed calls per back end and batch size (overrides --seconds).",
+)
+@click.option(
+    "--warmup",
+    type=int,
+    default=3,
+    show_default=True,
+    help="Untimed calls before timing each back end and batch size.",
+)
+@click.option(
+    "--threads",
+    type=int,
+    default=None,
+    help="Intra-op threads for each back end [default: the back end's own choice].",
+)
+@click.option(
+    "--data",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Time real tensors from this preprocessed set instead of seeded random inputs.",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Write bench.csv, bench.json (machine, versions, model sha256) and bench.png here.",
+)
+@click.option(
+    "--vs",
+    "other",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="A second model measured alternately in the same run; prints MODEL/OTHER ratios.",
+)
+@click.option(
+    "--seed", type=int, default=0, show_default=True, help="Seed of the synthetic inputs."
+)
+def bench(
+    model_file: Path | None,
+    backends: str,
+    batch_sizes: str,
+    seconds: float,
+    iters: int | None,
+    warmup: int,
+    threads: int | None,
+    data: Path | None,
+    out: Path | None,
+    other: Path | None,
+    seed: int,
+) -> None:
+    """Measure throughput (images/s) and latency (p50/p90/p99 ms per batch) of MODEL_FILE.
+
+    For every back end and batch size the model runs --warmup untimed calls, then timed calls
+    for --seconds of inference time (or --iters calls). Inputs are seeded random tensors of the
+    model's input shape, or real ones with --data. The table has one row per batch size and
+    one column per back end. Without MODEL_FILE the default model (aligned_reid, ResNet-50 at
+    256x128, random weights: throughput does not depend on them) is exported once into the
+    cache ($REIDCTL_CACHE, default ~/.cache/reidctl) and measured.
+
+    With --vs OTHER the two models run in alternating rounds in the same loop, so background
+    load affects both alike; the table adds the ratio MODEL / OTHER per batch size.
+
+    \b
+    Examples:
+      reidctl bench
+      reidctl bench model.onnx --backend ort,openvino --bs 1,4,8,16,32 --out bench/
+      reidctl bench model.int8.onnx --vs model.onnx --bs 8 --threads 2
+    """
+    from reidctl.benchmarks import bench as engine
+
+    settings = engine.BenchSettings(
+        batch_sizes=engine.parse_int_list(batch_sizes),
+        seconds=seconds,
+        iters=iters,
+        warmup=warmup,
+        threads=threads,
+        seed=seed,
+        data=str(data) if data else None,
+    )
+    names = engine.parse_name_list(backends)
+    with echo_warnings():
+        if model_file is None:
+            click.echo(
+                f"no MODEL_FILE: using the default model {engine.DEFAULT_MODEL} "
+                "(random weights; throughput does not depend on them)",
+                err=True,
+            )
+            model_file, exported = engine.default_model_file()
+            verb = "exported it to" if exported else "cached at"
+            click.echo(f"{verb} {model_file}", err=True)
+        files = [model_file] + ([other] if other else [])
+        result = engine.run_bench(
+            files, names, settings, progress=lambda line: click.echo(line, err=True)
+        )
+    m = result.machine
+    click.echo(
+        f"\nthroughput (images/s) on {m['cpu']} ({m['usable_cores']} cores"
+        + (f", GPU {', '.join(m['gpus'])}" if m["gpus"] else "")
+        + f"), threads {threads or 'default'}"
+    )
+    click.echo(engine.format_table(result))
+    click.echo("\nlatency per batch")
+    click.echo(engine.format_latency_table(result))
+    if out is not None:
+        paths = engine.write_outputs(result, out)
+        click.echo("\nwrote " + ", ".join(str(p) for p in paths.values()))

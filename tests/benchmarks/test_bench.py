@@ -1,0 +1,237 @@
+"""The bench engine: statistics, scheduling, inputs, tables and output files."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Mapping
+
+import numpy as np
+import pytest
+
+from reidctl.artifacts import ManifestEntry, write_manifest
+from reidctl.benchmarks import bench as engine
+from reidctl.errors import FormatError, InputError
+from reidctl.io import write_json_atomic
+from reidctl.runners.base import Runner
+from reidctl.specs import TensorSpec
+
+
+class FakeRunner(Runner):
+    """A back end whose call time is ``cost_s * batch`` (reported, not slept)."""
+
+    name = "fake"
+
+    def __init__(self, model_file: str, cost_s: float = 1e-3, batch: int | str = "batch", **o):
+        super().__init__(model_file, **o)
+        self.cost_s, self.batch, self.seen = cost_s, batch, []
+
+    def activate_impl(self) -> None:
+        pass
+
+    def input_specs_impl(self) -> tuple[TensorSpec, ...]:
+        return (TensorSpec("image", (self.batch, 3, 8, 4), "float32"),)
+
+    def infer_impl(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        x = feeds["image"]
+        self.seen.append(x.copy())
+        return {"feature": x.reshape(len(x), -1)[:, :2]}
+
+    def infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        out = super().infer(feeds)
+        self.last_latency_s = self.cost_s * len(feeds["image"])
+        return out
+
+
+def test_latency_stats_figures() -> None:
+    s = engine.LatencyStats.from_latencies(8, [0.010, 0.020, 0.030, 0.040])
+    assert s.iterations == 4
+    assert s.images_per_s == pytest.approx(8 * 4 / 0.1)
+    assert s.p50_ms == pytest.approx(25.0)
+    assert s.p90_ms == pytest.approx(37.0)
+    assert s.p99_ms == pytest.approx(39.7)
+    assert s.min_ms == pytest.approx(10.0) and s.mean_ms == pytest.approx(25.0)
+    with pytest.raises(InputError):
+        engine.LatencyStats.from_latencies(1, [])
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"), [("1,4,8", (1, 4, 8)), (" 8, 1 ,8", (8, 1)), ("32", (32,))]
+)
+def test_parse_int_list(text: str, expected: tuple[int, ...]) -> None:
+    assert engine.parse_int_list(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "1,x", "0,4", "-1"])
+def test_parse_int_list_rejects(text: str) -> None:
+    with pytest.raises(InputError, match="positive integers"):
+        engine.parse_int_list(text)
+
+
+def test_settings_need_a_bound() -> None:
+    with pytest.raises(InputError, match="--seconds"):
+        engine.BenchSettings(seconds=None, iters=None)
+    with pytest.raises(InputError, match="--threads"):
+        engine.BenchSettings(threads=0)
+
+
+def test_interleaved_order_alternates_who_goes_first() -> None:
+    assert engine.interleaved_order(2, 4) == [0, 1, 1, 0, 0, 1, 1, 0]
+    assert engine.interleaved_order(1, 3) == [0, 0, 0]
+
+
+def test_measure_interleaves_and_counts_iters() -> None:
+    log: list[str] = []
+
+    def call(tag: str, dt: float):
+        def f() -> float:
+            log.append(tag)
+            return dt
+
+        return f
+
+    settings = engine.BenchSettings(iters=5, warmup=1, rounds=2)
+    lat = engine.measure([call("a", 0.01), call("b", 0.02)], settings)
+    assert lat == [[0.01] * 5, [0.02] * 5]
+    # warm-up once each, then rounds of 3 and 2 calls: a a a | b b b | b b | a a
+    assert "".join(log) == "ab" + "aaa" + "bbb" + "bb" + "aa"
+
+
+def test_measure_by_seconds_spends_the_budget() -> None:
+    settings = engine.BenchSettings(seconds=0.1, warmup=0, min_iters=3)
+    (lat,) = engine.measure([lambda: 0.01], settings)
+    assert sum(lat) == pytest.approx(0.1, abs=0.011)
+    (slow,) = engine.measure([lambda: 1.0], settings)
+    assert len(slow) == 3  # min_iters even though one call exceeds the budget
+
+
+def test_synthetic_feeds_are_seeded_and_shaped() -> None:
+    specs = (TensorSpec("image", ("batch", 3, 8, 4), "float32"),)
+    a, skip = engine.synthetic_feeds(specs, 4, seed=1)
+    b, _ = engine.synthetic_feeds(specs, 4, seed=1)
+    c, _ = engine.synthetic_feeds(specs, 4, seed=2)
+    assert skip is None and a["image"].shape == (4, 3, 8, 4) and a["image"].dtype == np.float32
+    assert np.array_equal(a["image"], b["image"]) and not np.array_equal(a["image"], c["image"])
+    u8, _ = engine.synthetic_feeds((TensorSpec("image", ("batch", 3, 8, 4), "uint8"),), 2)
+    assert u8["image"].dtype == np.uint8 and u8["image"].max() > 100
+
+
+def test_static_batch_is_skipped_and_dynamic_axes_come_from_sidecar() -> None:
+    feeds, skip = engine.synthetic_feeds((TensorSpec("image", (8, 3, 8, 4)),), 4)
+    assert feeds is None and skip == "static batch 8"
+    dyn = (TensorSpec("image", ("batch", 3, "h", "w")),)
+    side = (TensorSpec("image", ("batch", 3, 16, 8)),)
+    feeds, _ = engine.synthetic_feeds(dyn, 2, sidecar_inputs=side)
+    assert feeds["image"].shape == (2, 3, 16, 8)
+    with pytest.raises(InputError, match="dynamic axis"):
+        engine.synthetic_feeds(dyn, 2)
+
+
+def _make_prep(root, n: int = 3, shape=(3, 8, 4)):
+    entries = []
+    for i in range(n):
+        name = f"query_{i:04d}_c1s1_000000_00.bin"
+        np.full(shape, i, dtype=np.float32).tofile(root / name)
+        entries.append(ManifestEntry(i, name, f"query/{name[6:-4]}.jpg", i + 1, 1, "query"))
+    write_manifest(root / "manifest.jsonl", entries)
+    write_json_atomic(
+        root / "meta.json", {"format": "reidctl.prep/1", "dtype": "float32", "shape": list(shape)}
+    )
+    return root
+
+
+def test_load_prep_tensors_cycles_in_manifest_order(tmp_path) -> None:
+    prep = _make_prep(tmp_path)
+    x = engine.load_prep_tensors(prep, 5)
+    assert x.shape == (5, 3, 8, 4)
+    assert [float(v[0, 0, 0]) for v in x] == [0, 1, 2, 0, 1]
+    (prep / "query_0001_c1s1_000000_00.bin").write_bytes(b"\0" * 7)
+    with pytest.raises(FormatError, match="holds 7 bytes"):
+        engine.load_prep_tensors(prep, 2)
+
+
+def _fake_result(tmp_path, costs=(1e-3,), backends=("fake",), data=None):
+    files = []
+    for i, _ in enumerate(costs):
+        f = tmp_path / f"m{i}" / "model.onnx"
+        f.parent.mkdir()
+        f.write_bytes(b"onnx%d" % i)
+        files.append(f)
+    cost_of = {str(f): c for f, c in zip(files, costs, strict=True)}
+    runners: list[FakeRunner] = []
+
+    def factory(backend, model_file, options):
+        runners.append(FakeRunner(model_file, cost_s=cost_of[model_file], **options))
+        return runners[-1]
+
+    settings = engine.BenchSettings(batch_sizes=(1, 4), iters=4, warmup=1, threads=2, data=data)
+    lines: list[str] = []
+    result = engine.run_bench(
+        files, backends, settings, runner_factory=factory, progress=lines.append
+    )
+    return result, runners, lines
+
+
+def test_run_bench_single_model(tmp_path) -> None:
+    result, runners, lines = _fake_result(tmp_path, costs=(1e-3,))
+    assert runners[0].options == {"threads": 2} and not runners[0].is_active
+    assert result.throughput("model.onnx", "fake", 4) == pytest.approx(1000.0)
+    assert len(lines) == 2 and "img/s" in lines[0]
+    table = engine.format_table(result)
+    assert table.splitlines()[0].split() == ["|", "batch", "|", "fake", "|"]
+    assert "1000.0" in table
+    assert result.to_dict()["models"]["model.onnx"]["sha256"]
+
+
+def test_run_bench_vs_gives_ratios(tmp_path) -> None:
+    result, _, _ = _fake_result(tmp_path, costs=(1e-3, 4e-3))
+    assert list(result.models) == ["m0/model.onnx", "m1/model.onnx"]
+    assert result.ratios("fake") == {1: pytest.approx(4.0), 4: pytest.approx(4.0)}
+    assert "4.00x" in engine.format_table(result)
+    assert result.to_dict()["ratios"]["fake"]["4"] == pytest.approx(4.0)
+
+
+def test_run_bench_with_real_data(tmp_path) -> None:
+    (tmp_path / "prep").mkdir()
+    prep = _make_prep(tmp_path / "prep")
+    _, runners, _ = _fake_result(tmp_path, data=str(prep))
+    batch4 = runners[0].seen[-1]
+    assert batch4.shape == (4, 3, 8, 4)
+    assert [float(v[0, 0, 0]) for v in batch4] == [0, 1, 2, 0]
+
+
+def test_run_bench_missing_model(tmp_path) -> None:
+    with pytest.raises(InputError, match="not found"):
+        engine.run_bench([tmp_path / "nope.onnx"], ["ort"], engine.BenchSettings())
+
+
+def test_write_outputs(tmp_path) -> None:
+    result, _, _ = _fake_result(tmp_path, costs=(1e-3, 2e-3))
+    paths = engine.write_outputs(result, tmp_path / "out")
+    rows = list(csv.DictReader(paths["csv"].open()))
+    assert len(rows) == 4 and {r["batch_size"] for r in rows} == {"1", "4"}
+    assert float(rows[0]["images_per_s"]) == pytest.approx(1000.0)
+    doc = json.loads(paths["json"].read_text())
+    assert doc["format"] == "reidctl.bench/1"
+    assert doc["machine"]["cpu"] and doc["machine"]["usable_cores"] >= 1
+    assert "numpy" in doc["machine"]["versions"]
+    assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    first = paths["png"].read_bytes()
+    engine.plot_throughput(result, paths["png"])
+    assert paths["png"].read_bytes() == first  # no timestamps in the PNG
+
+
+def test_machine_info_names_the_cpu() -> None:
+    info = engine.machine_info()
+    assert isinstance(info["cpu"], str) and info["cpu"]
+    assert isinstance(info["gpus"], list)
+
+
+def test_default_model_file_uses_the_cache(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("REIDCTL_CACHE", str(tmp_path))
+    assert engine.cache_dir() == tmp_path
+    cached = tmp_path / "aligned_reid" / "model.onnx"
+    cached.parent.mkdir()
+    cached.write_bytes(b"x")
+    (tmp_path / "aligned_reid" / "model.onnx.json").write_text("{}")
+    assert engine.default_model_file() == (cached, False)
