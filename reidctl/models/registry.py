@@ -101,6 +101,8 @@ register_model(
         optional_outputs=("logits",),
         feature="global_feat",
         l2_normalize=True,
+        # the reference's own statistics (script/experiment/train.py: im_mean), not ImageNet's
+        preprocess=PreprocessSpec(mean=(0.486, 0.459, 0.408)),
         tolerance=1e-4,
         reference="huanghoujing/AlignedReID-Re-Production-Pytorch",
     )
