@@ -55,14 +55,19 @@ class LoadedModel:
 def _numpy_safe_globals() -> list[Any]:
     """What numpy arrays and scalars pickle as (both numpy 1.x and 2.x module paths)."""
     out: list[Any] = [np.ndarray, np.dtype]
-    for modname in ("numpy.core.multiarray", "numpy._core.multiarray"):
+    paths = ("numpy._core.multiarray", "numpy.core.multiarray")
+    for modname in paths:  # the first that imports: numpy 2.x, else 1.x
         try:
             mod = importlib.import_module(modname)
         except ImportError:
             continue
         for attr in ("_reconstruct", "scalar"):
             if hasattr(mod, attr):
-                out.append(getattr(mod, attr))
+                # torch matches a global by the path written in the file, and a function
+                # reports only its current module: numpy 1.x files name numpy.core, 2.x
+                # files numpy._core, so allow the function under both names.
+                out += [(getattr(mod, attr), f"{path}.{attr}") for path in paths]
+        break
     out += [type(np.dtype(t)) for t in ("float16", "float32", "float64", "int32", "int64", "bool")]
     out += [np.float16, np.float32, np.float64, np.int32, np.int64, np.bool_]
     return out
@@ -112,7 +117,11 @@ def extract_state_dict(obj: Any, source: str = "checkpoint") -> dict[str, torch.
     for _ in range(3):
         if not isinstance(sd, dict):
             break
-        if "state_dicts" in sd and isinstance(sd["state_dicts"], list | tuple) and sd["state_dicts"]:
+        if (
+            "state_dicts" in sd
+            and isinstance(sd["state_dicts"], list | tuple)
+            and sd["state_dicts"]
+        ):
             sd = sd["state_dicts"][0]
         elif "state_dict" in sd and isinstance(sd["state_dict"], dict):
             sd = sd["state_dict"]
