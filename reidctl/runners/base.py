@@ -8,13 +8,16 @@ A runner wraps one model on one back end::
 
 Subclasses implement ``activate_impl``, ``infer_impl``, ``deactivate_impl`` and
 ``input_specs_impl``; the base class checks the feeds (names, dtypes, ranks, fixed dims)
-against the input specs and times every call. Back-end packages are imported inside
-``activate_impl`` (never at module import), so a missing package only fails the runner that
-needs it, with :class:`reidctl.errors.BackendUnavailableError` and its install hint.
+against the input specs and times every call. :meth:`Runner.infer_rows` runs any number of
+rows on engines with a restricted batch (static models, TensorRT profiles, OM batch gears):
+it splits, pads and trims according to :meth:`Runner.batch_limits`. Back-end packages are
+imported inside ``activate_impl`` (never at module import), so a missing package only fails
+the runner that needs it, with :class:`reidctl.errors.BackendUnavailableError` and its install hint.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
@@ -23,6 +26,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from reidctl.errors import InputError, ReidctlError, ShapeMismatchError
+from reidctl.runners.batching import BatchLimits, plan_batches
 from reidctl.specs import TensorSpec
 
 
@@ -35,6 +39,10 @@ class Runner(ABC):
     suffixes: ClassVar[tuple[str, ...]] = ()
     #: pip/apt hint printed when the back end is unavailable
     install_hint: ClassVar[str] = ""
+    #: keyword options the constructor understands (e.g. ``("threads",)``)
+    accepted_options: ClassVar[tuple[str, ...]] = ()
+    #: distribution names whose versions go into run.json (e.g. ``("onnxruntime",)``)
+    packages: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, model_file: str, **options: Any) -> None:
         self.model_file = str(model_file)
@@ -79,6 +87,43 @@ class Runner(ABC):
         self.latencies_s.append(self.last_latency_s)
         return out
 
+    def infer_rows(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run any number of rows (axis 0), whatever batch sizes the engine accepts.
+
+        Rows are split into calls planned by :func:`plan_batches` from :meth:`batch_limits`;
+        padded rows (zeros) are trimmed from the outputs. Returns ``{output: array}`` with
+        as many rows as the feeds.
+        """
+        n = len(next(iter(feeds.values())))
+        plan = plan_batches(n, max(n, 1), self.batch_limits())
+        if len(plan) == 1 and plan[0].padding == 0:
+            return self.infer(feeds)
+        parts: list[dict[str, np.ndarray]] = []
+        for step in plan:
+            sub = {}
+            for k, v in feeds.items():
+                rows = v[step.start : step.start + step.count]
+                if step.padding:
+                    pad = np.zeros((step.padding, *rows.shape[1:]), dtype=rows.dtype)
+                    rows = np.concatenate([rows, pad])
+                sub[k] = rows
+            out = self.infer(sub)
+            parts.append({k: v[: step.count] for k, v in out.items()})
+        if not parts:
+            return {}
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+    def batch_limits(self) -> BatchLimits:
+        """Batch sizes the loaded model accepts; default: the first input's batch dimension.
+
+        A fixed (int) batch dimension means a static model that runs only at that batch.
+        """
+        specs = self.input_specs()
+        dim = specs[0].shape[0] if specs and specs[0].shape else None
+        if isinstance(dim, int) and dim > 0:
+            return BatchLimits(choices=(dim,))
+        return BatchLimits()
+
     def check_feeds(self, feeds: Mapping[str, np.ndarray]) -> None:
         specs = {s.name: s for s in self.input_specs()}
         missing = sorted(set(specs) - set(feeds))
@@ -97,7 +142,8 @@ class Runner(ABC):
                     f"{spec.dtype}"
                 )
             if len(arr.shape) != len(spec.shape) or any(
-                isinstance(d, int) and d >= 0 and d != a for d, a in zip(spec.shape, arr.shape)
+                isinstance(d, int) and d >= 0 and d != a
+                for d, a in zip(spec.shape, arr.shape, strict=True)
             ):
                 raise ShapeMismatchError(
                     f"{self.name}: input {name!r} has shape {list(arr.shape)}, the model "
@@ -129,3 +175,14 @@ class Runner(ABC):
     def device_name(self) -> str:
         """Human-readable device description for run.json."""
         return "cpu"
+
+    @classmethod
+    def versions(cls) -> dict[str, str]:
+        """Installed versions of :attr:`packages` (absent ones are left out)."""
+        out = {}
+        for dist in cls.packages:
+            try:
+                out[dist] = importlib.metadata.version(dist)
+            except importlib.metadata.PackageNotFoundError:
+                continue
+        return out
