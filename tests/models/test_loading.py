@@ -188,3 +188,17 @@ def test_unknown_model_lists_valid_names() -> None:
     with pytest.raises(UnknownNameError, match="osnet_x0_25") as exc:
         create_model("osnet_x9")
     assert exc.value.exit_code == 2
+
+
+def test_package_import_is_torch_free_until_create_model_is_used() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, reidctl.models as m\n"
+        "assert 'torch' not in sys.modules, 'reidctl.models imported torch'\n"
+        "m.create_model\n"
+        "assert 'torch' in sys.modules\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
