@@ -460,7 +460,8 @@ def model_labels(model_files: Sequence[str | os.PathLike[str]]) -> list[str]:
         labels = ["/".join(p.parts[-depth:]) for p in paths]
         if len(set(labels)) == len(labels):
             return labels
-    return [str(p) for p in paths]
+    # the same file twice (e.g. to measure the noise of the setup): number the copies
+    return [f"{p} #{i + 1}" for i, p in enumerate(paths)]
 
 
 def _sidecar_inputs(model_file: Path) -> tuple[TensorSpec, ...]:
@@ -473,10 +474,26 @@ def _sidecar_inputs(model_file: Path) -> tuple[TensorSpec, ...]:
         return ()
 
 
-def _runner_class(backend: str) -> Any:
+def make_runner(backend: str, model_file: str, options: dict[str, Any]) -> Any:
+    """``get_runner(backend)(model_file, **options)``, dropping options the back end does not
+    accept (its ``accepted_options``), with a warning, so ``--threads`` works for every
+    back end that has threads to set."""
+    import warnings
+
     from reidctl.runners import get_runner
 
-    return get_runner(backend)
+    cls = get_runner(backend)
+    accepted = getattr(cls, "accepted_options", None)
+    if accepted is not None:
+        dropped = sorted(set(options) - set(accepted))
+        if dropped:
+            warnings.warn(
+                f"back end {backend!r} ignores {', '.join(dropped)} (it accepts: "
+                f"{', '.join(accepted) or 'no options'})",
+                stacklevel=2,
+            )
+        options = {k: v for k, v in options.items() if k in accepted}
+    return cls(model_file, **options)
 
 
 def run_bench(
@@ -501,7 +518,7 @@ def run_bench(
     if not backends:
         raise InputError("no back end given; e.g. --backend ort")
     labels = model_labels(files)
-    factory = runner_factory or (lambda b, f, o: _runner_class(b)(f, **o))
+    factory = runner_factory or make_runner
     result = BenchResult(
         models={
             lab: {"file": str(f.resolve()), "sha256": sha256_file(f) if f.is_file() else None}

@@ -235,3 +235,10 @@ def test_default_model_file_uses_the_cache(tmp_path, monkeypatch) -> None:
     cached.write_bytes(b"x")
     (tmp_path / "aligned_reid" / "model.onnx.json").write_text("{}")
     assert engine.default_model_file() == (cached, False)
+
+
+def test_model_labels_are_distinct() -> None:
+    assert engine.model_labels(["a/m.onnx", "b/m.onnx"]) == ["a/m.onnx", "b/m.onnx"]
+    assert engine.model_labels(["x/a.onnx", "x/b.onnx"]) == ["a.onnx", "b.onnx"]
+    same = engine.model_labels(["m.onnx", "m.onnx"])
+    assert len(set(same)) == 2

@@ -1,0 +1,679 @@
+"""ONNX -> INT8 ONNX with ONNX Runtime static quantisation, and its accuracy guard
+(``reidctl convert int8``).
+
+The steps:
+
+1. ``onnxruntime.quantization.shape_inference.quant_pre_process`` (symbolic shape inference
+   and graph optimisation: the pre-processing ONNX Runtime recommends before quantising);
+2. ``quantize_static`` in QDQ format: activations uint8 (asymmetric), weights int8 (per output
+   channel by default), the U8S8 pair that x86 VNNI kernels run fastest; ranges calibrated
+   on tensors of a preprocessed set (:class:`PrepCalibrationReader`) with MinMax, Entropy or
+   Percentile;
+3. optionally, the accuracy guard (:func:`accuracy_guard`): FP32 and INT8 run over a
+   labelled preprocessed set, both are evaluated, and the differences in rank-1 and mAP (in
+   points, 1 point = 0.01) and the mean cosine between FP32 and INT8 features are reported;
+   a drop beyond ``max_map_drop`` raises :class:`AccuracyGuardError` and writes nothing;
+4. ``model.int8.onnx`` and its sidecar, which carries the source's facts forward and adds
+   ``source``, ``conversion`` and the guard's figures (``conversion.accuracy_guard``).
+
+Layers that lose accuracy or speed when quantised stay in float with ``exclude``: node names,
+op types (``Gemm``), or ``depthwise`` (every depthwise convolution: on CPUs their INT8
+kernels often cost more in quantise/dequantise than they save).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+
+from reidctl.artifacts import (
+    read_json,
+    read_manifest,
+    read_prep_meta,
+    read_sidecar,
+    sidecar_path,
+    write_sidecar,
+)
+from reidctl.errors import AccuracyGuardError, FormatError, InputError, OutputExistsError
+from reidctl.io import sha256_file
+
+METHODS = ("minmax", "entropy", "percentile")
+DEPTHWISE = "depthwise"
+DEFAULT_SAMPLES = 128
+DEFAULT_CALIB_BATCH = 8
+
+
+class SameSetWarning(UserWarning):
+    """Calibration and evaluation share images: the guard's figures flatter the INT8 model."""
+
+
+# --------------------------------------------------------------------------- calibration
+
+
+def spread_indices(n: int, samples: int | None) -> list[int]:
+    """``samples`` indices spread evenly over ``range(n)`` (all of them when ``samples`` is
+    ``None`` or >= ``n``), so that calibration sees every identity and split of a sorted set
+    rather than its first few."""
+    if samples is None or samples >= n:
+        return list(range(n))
+    if samples <= 0:
+        raise InputError(f"--samples must be positive, got {samples}")
+    return sorted({round(float(v)) for v in np.linspace(0, n - 1, samples)})
+
+
+class PrepCalibrationReader:
+    """An ONNX Runtime ``CalibrationDataReader`` over the tensors of a preprocessed set.
+
+    Yields ``{input_name: array [b, C, H, W]}`` batches of ``batch_size`` rows (the last
+    may be smaller; with a static-batch model pass that batch and the last partial batch
+    is dropped) drawn from ``samples`` tensors spread over the manifest. Tensors are read as
+    ``meta.json`` says (dtype, shape; docs/formats.md section 2).
+    """
+
+    def __init__(
+        self,
+        prep_dir: str | os.PathLike[str],
+        input_name: str,
+        *,
+        samples: int | None = DEFAULT_SAMPLES,
+        batch_size: int = DEFAULT_CALIB_BATCH,
+        static_batch: bool = False,
+        progress: bool = False,
+    ) -> None:
+        self.prep_dir = Path(prep_dir)
+        meta = read_prep_meta(self.prep_dir)
+        entries = read_manifest(self.prep_dir)
+        if not entries:
+            raise FormatError(f"{self.prep_dir} holds no tensors to calibrate with")
+        try:
+            self.dtype = np.dtype(meta.get("dtype", "float32"))
+            self.shape = tuple(int(v) for v in meta["shape"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise FormatError(f"{self.prep_dir}/meta.json lacks a valid dtype/shape ({e})") from e
+        if batch_size <= 0:
+            raise InputError(f"calibration batch size must be positive, got {batch_size}")
+        self.input_name = input_name
+        self.files = [self.prep_dir / entries[i].bin for i in spread_indices(len(entries), samples)]
+        self.batch_size = batch_size
+        self.static_batch = static_batch
+        if static_batch and len(self.files) < batch_size:
+            raise InputError(
+                f"the model has a static batch of {batch_size} but only {len(self.files)} "
+                f"calibration tensors were selected from {self.prep_dir}; use more --samples"
+            )
+        self.progress = progress
+        self._bar: Any = None
+        self._pos = 0
+
+    def __len__(self) -> int:
+        full, rest = divmod(len(self.files), self.batch_size)
+        return full + (1 if rest and not self.static_batch else 0)
+
+    def _read(self, path: Path) -> np.ndarray:
+        size = int(np.prod(self.shape)) * self.dtype.itemsize
+        try:
+            raw = path.read_bytes()
+        except OSError as e:
+            raise FormatError(f"cannot read calibration tensor {path}: {e}") from e
+        if len(raw) != size:
+            raise FormatError(
+                f"{path} holds {len(raw)} bytes, expected {size} for {list(self.shape)} "
+                f"{self.dtype}; re-run `reidctl preprocess`"
+            )
+        return np.frombuffer(raw, dtype=self.dtype).reshape(self.shape)
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        chunk = self.files[self._pos : self._pos + self.batch_size]
+        if not chunk or (self.static_batch and len(chunk) < self.batch_size):
+            if self._bar is not None:
+                self._bar.close()
+                self._bar = None
+            return None
+        if self._bar is None and self.progress:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=len(self), desc="calibrating", unit="batch", leave=False)
+        self._pos += len(chunk)
+        if self._bar is not None:
+            self._bar.update(1)
+        return {self.input_name: np.stack([self._read(p) for p in chunk])}
+
+    def rewind(self) -> None:
+        self._pos = 0
+
+    # onnxruntime iterates readers with ``iter``/``next`` in some calibrators
+    def __iter__(self) -> PrepCalibrationReader:
+        return self
+
+    def __next__(self) -> dict[str, np.ndarray]:
+        item = self.get_next()
+        if item is None:
+            raise StopIteration
+        return item
+
+
+def overlapping_images(prep_a: str | os.PathLike[str], prep_b: str | os.PathLike[str]) -> int:
+    """How many images two preprocessed sets share (same dataset root and source path);
+    the whole set when they are the same directory."""
+    a, b = Path(prep_a).resolve(), Path(prep_b).resolve()
+    ea, eb = read_manifest(a), read_manifest(b)
+    if a == b:
+        return len(ea)
+    ra = str(read_prep_meta(a).get("root", a))
+    rb = str(read_prep_meta(b).get("root", b))
+    sa = {(ra, e.source) for e in ea}
+    return sum((rb, e.source) in sa for e in eb)
+
+
+# --------------------------------------------------------------------------- exclusions
+
+
+def _initializer_shapes(model: Any) -> dict[str, tuple[int, ...]]:
+    return {t.name: tuple(t.dims) for t in model.graph.initializer}
+
+
+def depthwise_conv_nodes(model: Any) -> list[str]:
+    """Names of Conv nodes with one input channel per group (depthwise), group > 1."""
+    shapes = _initializer_shapes(model)
+    out = []
+    for node in model.graph.node:
+        if node.op_type != "Conv":
+            continue
+        group = next((a.i for a in node.attribute if a.name == "group"), 1)
+        w = shapes.get(node.input[1]) if len(node.input) > 1 else None
+        if group > 1 and w is not None and len(w) >= 2 and w[1] == 1:
+            out.append(node.name)
+    return out
+
+
+def resolve_exclusions(model: Any, exclude: Sequence[str]) -> list[str]:
+    """Turn ``exclude`` items (node names, op types, or ``depthwise``) into node names of
+    ``model`` (an ``onnx.ModelProto``), in graph order. Unknown items raise
+    :class:`InputError` listing the model's op types."""
+    names = [n.name for n in model.graph.node]
+    by_type: dict[str, list[str]] = {}
+    for n in model.graph.node:
+        by_type.setdefault(n.op_type, []).append(n.name)
+    chosen: set[str] = set()
+    for item in exclude:
+        item = item.strip()
+        if not item:
+            continue
+        if item.lower() == DEPTHWISE:
+            chosen.update(depthwise_conv_nodes(model))
+        elif item in by_type:
+            chosen.update(by_type[item])
+        elif item in set(names):
+            chosen.add(item)
+        else:
+            raise InputError(
+                f"--exclude {item!r} is neither a node name nor an op type of the model; op "
+                f"types: {', '.join(sorted(by_type))}; or {DEPTHWISE!r} for depthwise "
+                "convolutions (node names as shown by Netron or onnx.load(...).graph.node)"
+            )
+    return [n for n in names if n in chosen]
+
+
+# --------------------------------------------------------------------------- guard
+
+
+@dataclass(frozen=True)
+class GuardResult:
+    """FP32 vs INT8 on a labelled set. ``delta_*_points`` are INT8 minus FP32 in points
+    (1 point = 0.01, so -0.5 means half a point lost); cosines compare the L2-normalised
+    feature rows of the same image."""
+
+    fp32: dict[str, Any]
+    int8: dict[str, Any]
+    delta_rank1_points: float
+    delta_map_points: float
+    mean_cosine: float
+    min_cosine: float
+    num_images: int
+    max_map_drop: float | None
+    passed: bool
+    eval_dir: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def summary(self) -> str:
+        return (
+            f"rank-1 {self.fp32['rank1']:.4f} -> {self.int8['rank1']:.4f} "
+            f"({self.delta_rank1_points:+.2f} points), mAP {self.fp32['mAP']:.4f} -> "
+            f"{self.int8['mAP']:.4f} ({self.delta_map_points:+.2f} points), mean cosine "
+            f"FP32 vs INT8 {self.mean_cosine:.4f} (min {self.min_cosine:.4f}) over "
+            f"{self.num_images} images"
+        )
+
+
+def feature_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise cosine similarity of two ``[N, D]`` feature arrays."""
+    a = np.asarray(a, dtype=np.float64).reshape(len(a), -1)
+    b = np.asarray(b, dtype=np.float64).reshape(len(b), -1)
+    if a.shape != b.shape:
+        raise FormatError(f"feature shapes differ: {a.shape} vs {b.shape}")
+    na = np.linalg.norm(a, axis=1)
+    nb = np.linalg.norm(b, axis=1)
+    return (a * b).sum(axis=1) / np.maximum(na * nb, 1e-12)
+
+
+def _summary_metrics(metrics: Any) -> dict[str, Any]:
+    d = metrics.to_dict() if hasattr(metrics, "to_dict") else dict(metrics)
+    keep = ("rank1", "rank5", "rank10", "mAP", "mINP", "num_query", "num_valid_query")
+    return {k: d[k] for k in keep if k in d}
+
+
+def _features(results_dir: Path) -> np.ndarray:
+    facts = read_json(results_dir / "model.json", "result model facts")
+    path = results_dir / "features" / f"{facts['feature']}.npy"
+    if not path.is_file():
+        raise FormatError(f"{path} not found: incomplete result directory")
+    return np.load(path)
+
+
+def accuracy_guard(
+    fp32_model: str | os.PathLike[str],
+    int8_model: str | os.PathLike[str],
+    eval_dir: str | os.PathLike[str],
+    work_dir: str | os.PathLike[str],
+    *,
+    max_map_drop: float | None = None,
+    backend: str = "ort",
+    batch_size: int = 32,
+    threads: int | None = None,
+) -> GuardResult:
+    """Run both models over ``eval_dir`` (a labelled preprocessed set), evaluate both with
+    the default settings of :func:`reidctl.evaluate.evaluate_results`, compare features.
+
+    ``max_map_drop`` is in points (1 point = 0.01 mAP); the returned result has ``passed``
+    False when the INT8 mAP is lower than FP32's by more than that (raising is left to the
+    caller, which decides whether to keep the model). Result directories go to ``work_dir``.
+    """
+    from reidctl.evaluate import evaluate_results
+    from reidctl.runners.infer import run_inference
+
+    work = Path(work_dir)
+    metrics = {}
+    feats = {}
+    options = {} if threads is None else {"threads": threads}
+    for tag, model in (("fp32", fp32_model), ("int8", int8_model)):
+        out = work / f"results-{tag}"
+        if out.exists():
+            shutil.rmtree(out)
+        run_inference(model, eval_dir, out, backend=backend, batch_size=batch_size, **options)
+        metrics[tag] = _summary_metrics(evaluate_results(out))
+        feats[tag] = _features(out)
+    cos = feature_cosines(feats["fp32"], feats["int8"])
+    d_map = (metrics["int8"]["mAP"] - metrics["fp32"]["mAP"]) * 100.0
+    d_r1 = (metrics["int8"]["rank1"] - metrics["fp32"]["rank1"]) * 100.0
+    passed = max_map_drop is None or -d_map <= max_map_drop + 1e-9
+    return GuardResult(
+        fp32=metrics["fp32"],
+        int8=metrics["int8"],
+        delta_rank1_points=round(d_r1, 6),
+        delta_map_points=round(d_map, 6),
+        mean_cosine=float(cos.mean()),
+        min_cosine=float(cos.min()),
+        num_images=len(cos),
+        max_map_drop=max_map_drop,
+        passed=passed,
+        eval_dir=str(Path(eval_dir).resolve()),
+    )
+
+
+# --------------------------------------------------------------------------- conversion
+
+
+def _check_output(output: Path, force: bool) -> None:
+    if output.suffix != ".onnx":
+        raise InputError(f"output {output} should end in .onnx (e.g. model.int8.onnx)")
+    for p in (output, sidecar_path(output)):
+        if p.exists() and not force:
+            raise OutputExistsError(f"{p} exists; pass --force to overwrite it")
+    output.parent.mkdir(parents=True, exist_ok=True)
+
+
+def _input_of(model: Any) -> tuple[str, int | None]:
+    init = {t.name for t in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in init]
+    if len(inputs) != 1:
+        raise InputError(
+            f"INT8 calibration feeds one input; the model has {len(inputs)}: "
+            f"{[i.name for i in inputs]}"
+        )
+    dim0 = inputs[0].type.tensor_type.shape.dim[0]
+    return inputs[0].name, (dim0.dim_value if dim0.HasField("dim_value") else None)
+
+
+def quantize_onnx(
+    model_file: str | os.PathLike[str],
+    calib_dir: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    *,
+    method: str = "minmax",
+    samples: int | None = DEFAULT_SAMPLES,
+    exclude: Sequence[str] = (),
+    per_channel: bool = True,
+    reduce_range: bool = False,
+    calib_batch: int = DEFAULT_CALIB_BATCH,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Pre-process and statically quantise ``model_file`` into ``output`` (QDQ, U8S8).
+
+    Writes only ``output`` (no sidecar; see :func:`int8_from_onnx`). Returns the
+    ``conversion`` facts: method, samples used, per-channel, excluded and quantised nodes.
+    """
+    import onnx
+    from onnxruntime.quantization import (
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    if method not in METHODS:
+        raise InputError(f"unknown calibration method {method!r}; valid: {', '.join(METHODS)}")
+    calib_methods = {
+        "minmax": CalibrationMethod.MinMax,
+        "entropy": CalibrationMethod.Entropy,
+        "percentile": CalibrationMethod.Percentile,
+    }
+    output = Path(output)
+    with tempfile.TemporaryDirectory(prefix=".int8-", dir=output.parent) as tmp:
+        pre = Path(tmp) / "preprocessed.onnx"
+        try:
+            quant_pre_process(str(model_file), str(pre), skip_symbolic_shape=False)
+        except Exception as e:  # onnxruntime's tools raise assorted types for a bad graph
+            raise FormatError(
+                f"ONNX Runtime's quantisation pre-processing failed on {model_file}: "
+                f"{str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}"
+            ) from e
+        model = onnx.load(str(pre))
+        input_name, static = _input_of(model)
+        excluded = resolve_exclusions(model, exclude)
+        reader = PrepCalibrationReader(
+            calib_dir,
+            input_name,
+            samples=samples,
+            batch_size=static or calib_batch,
+            static_batch=static is not None,
+            progress=progress,
+        )
+        with warnings.catch_warnings():
+            # onnxruntime warns about its own recommended settings; nothing for the user
+            warnings.simplefilter("ignore")
+            quantize_static(
+                str(pre),
+                str(output),
+                reader,
+                quant_format=QuantFormat.QDQ,
+                per_channel=per_channel,
+                reduce_range=reduce_range,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                nodes_to_exclude=excluded or None,
+                calibrate_method=calib_methods[method],
+                extra_options={"CalibMaxIntermediateOutputs": 16},
+            )
+    qmodel = onnx.load(str(output), load_external_data=False)
+    n_q = sum(n.op_type == "QuantizeLinear" for n in qmodel.graph.node)
+    n_dq = sum(n.op_type == "DequantizeLinear" for n in qmodel.graph.node)
+    return {
+        "kind": "int8",
+        "tool": "onnxruntime.quantization.quantize_static",
+        "format": "QDQ",
+        "precision": "int8",
+        "activation_type": "uint8",
+        "weight_type": "int8",
+        "per_channel": per_channel,
+        "reduce_range": reduce_range,
+        "method": method,
+        "calibration": {
+            "dir": str(Path(calib_dir).resolve()),
+            "samples": len(reader.files),
+            "batch_size": reader.batch_size,
+        },
+        "exclude": [e for e in exclude if e.strip()],
+        "excluded_nodes": excluded,
+        "quantize_linear_nodes": n_q,
+        "dequantize_linear_nodes": n_dq,
+    }
+
+
+def int8_from_onnx(
+    model_file: str | os.PathLike[str],
+    calib_dir: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    *,
+    method: str = "minmax",
+    samples: int | None = DEFAULT_SAMPLES,
+    exclude: Sequence[str] = (),
+    per_channel: bool = True,
+    reduce_range: bool = False,
+    eval_dir: str | os.PathLike[str] | None = None,
+    max_map_drop: float | None = None,
+    threads: int | None = None,
+    force: bool = False,
+    progress: bool = False,
+    on_stage: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Quantise ``model_file`` (an ONNX with its sidecar) to ``output`` and write its sidecar.
+
+    With ``eval_dir`` the accuracy guard runs before anything is written; with
+    ``max_map_drop`` (points) a larger mAP drop raises :class:`AccuracyGuardError` and
+    leaves ``output`` untouched. A :class:`SameSetWarning` is issued when the calibration
+    and evaluation sets share images. ``on_stage`` receives a line as each stage starts.
+    Returns the new sidecar (``conversion.accuracy_guard`` holds the guard's figures).
+    """
+    model_file, output, calib_dir = Path(model_file), Path(output), Path(calib_dir)
+    if not model_file.is_file():
+        raise InputError(f"model file not found: {model_file}")
+    source_sidecar = read_sidecar(model_file)
+    if max_map_drop is not None and eval_dir is None:
+        raise InputError("--max-map-drop needs --eval PREP_DIR (a labelled preprocessed set)")
+    if max_map_drop is not None and max_map_drop < 0:
+        raise InputError(f"--max-map-drop is a drop in points (>= 0), got {max_map_drop}")
+    _check_output(output, force)
+    read_prep_meta(calib_dir)
+    if eval_dir is not None:
+        read_prep_meta(eval_dir)
+        shared = overlapping_images(calib_dir, eval_dir)
+        if shared:
+            warnings.warn(
+                f"--calib {calib_dir} and --eval {eval_dir} share {shared} images: the guard "
+                "then measures on calibration data and flatters INT8; calibrate on another "
+                "split (e.g. the train split)",
+                SameSetWarning,
+                stacklevel=2,
+            )
+    stage = on_stage or (lambda _line: None)
+    with tempfile.TemporaryDirectory(prefix=".int8-", dir=output.parent) as tmp:
+        staged = Path(tmp) / output.name
+        stage(f"calibrating ({method}, {samples or 'all'} samples) and quantising")
+        conversion = quantize_onnx(
+            model_file,
+            calib_dir,
+            staged,
+            method=method,
+            samples=samples,
+            exclude=exclude,
+            per_channel=per_channel,
+            reduce_range=reduce_range,
+            progress=progress,
+        )
+        sidecar = {
+            k: v
+            for k, v in source_sidecar.items()
+            if k not in ("format", "tool", "validation", "model_file", "model_sha256", "source")
+        }
+        sidecar["source"] = {"file": model_file.name, "sha256": sha256_file(model_file)}
+        sidecar["conversion"] = conversion
+        sidecar["model_file"] = output.name
+        sidecar["model_sha256"] = sha256_file(staged)
+        write_sidecar(staged, sidecar)
+        if eval_dir is not None:
+            stage(f"accuracy guard: FP32 and INT8 over {eval_dir}")
+            guard = accuracy_guard(
+                model_file,
+                staged,
+                eval_dir,
+                Path(tmp) / "guard",
+                max_map_drop=max_map_drop,
+                threads=threads,
+            )
+            conversion["accuracy_guard"] = guard.to_dict()
+            if not guard.passed:
+                raise AccuracyGuardError(
+                    f"INT8 mAP dropped {-guard.delta_map_points:.2f} points, more than "
+                    f"--max-map-drop {max_map_drop} ({guard.summary()}); nothing written. "
+                    "Try --exclude (e.g. depthwise, Gemm), --method entropy or percentile, "
+                    "or more --samples"
+                )
+        os.replace(staged, output)
+        write_sidecar(output, sidecar)
+    return read_sidecar(output)
+
+
+# --------------------------------------------------------------------------- command
+
+
+@click.command("int8")
+@click.argument("model_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--calib",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Preprocessed set (`reidctl preprocess`) whose tensors calibrate the ranges; "
+    "use a split other than the evaluation set, e.g. the train split.",
+)
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Output .onnx (e.g. model.int8.onnx); its sidecar is written beside it.",
+)
+@click.option(
+    "--method",
+    type=click.Choice(METHODS),
+    default="minmax",
+    show_default=True,
+    help="Calibration method for the activation ranges.",
+)
+@click.option(
+    "--samples",
+    type=int,
+    default=DEFAULT_SAMPLES,
+    show_default=True,
+    help="Calibration tensors, spread evenly over the set (all when the set is smaller).",
+)
+@click.option(
+    "--exclude",
+    default="",
+    help="Comma-separated node names or op types to keep in float (e.g. depthwise,Gemm; "
+    "`depthwise` selects every depthwise convolution).",
+)
+@click.option(
+    "--per-channel/--no-per-channel",
+    default=True,
+    show_default=True,
+    help="Quantise weights per output channel (more accurate) or per tensor.",
+)
+@click.option(
+    "--reduce-range",
+    is_flag=True,
+    help="7-bit weights: can help accuracy on x86 CPUs without VNNI.",
+)
+@click.option(
+    "--eval",
+    "eval_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Labelled preprocessed set (query + gallery) for the accuracy guard.",
+)
+@click.option(
+    "--max-map-drop",
+    type=float,
+    default=None,
+    help="Fail (exit 1, nothing written) if INT8 mAP is lower by more than this many points "
+    "(1 point = 0.01 mAP). Needs --eval.",
+)
+@click.option("--threads", type=int, default=None, help="onnxruntime threads for the guard.")
+@click.option("--force", is_flag=True, help="Overwrite an existing output and sidecar.")
+def command(
+    model_file: Path,
+    calib: Path,
+    output: Path,
+    method: str,
+    samples: int,
+    exclude: str,
+    per_channel: bool,
+    reduce_range: bool,
+    eval_dir: Path | None,
+    max_map_drop: float | None,
+    threads: int | None,
+    force: bool,
+) -> None:
+    """Quantise MODEL_FILE (ONNX + sidecar) to INT8 with ONNX Runtime static quantisation.
+
+    QDQ format, uint8 activations and int8 weights (per channel by default), after ONNX
+    Runtime's recommended pre-processing (shape inference, graph optimisation). Activation
+    ranges are calibrated on --samples tensors of --calib. With --eval, FP32 and INT8 both run
+    over that labelled set and the command prints the change in rank-1 and mAP (points) and the
+    mean cosine between FP32 and INT8 features; --max-map-drop turns that into a gate.
+
+    \b
+    Examples:
+      reidctl convert int8 model.onnx --calib prep-train/ -o model.int8.onnx
+      reidctl convert int8 model.onnx --calib prep-train/ -o model.int8.onnx \\
+          --eval prep-test/ --max-map-drop 1 --exclude depthwise
+    """
+    from reidctl.commands._common import echo_warnings
+
+    items = [e.strip() for e in exclude.split(",") if e.strip()]
+    click.echo(f"quantising {model_file} -> {output}", err=True)
+    with echo_warnings():
+        sidecar = int8_from_onnx(
+            model_file,
+            calib,
+            output,
+            method=method,
+            samples=samples,
+            exclude=items,
+            per_channel=per_channel,
+            reduce_range=reduce_range,
+            eval_dir=eval_dir,
+            max_map_drop=max_map_drop,
+            threads=threads,
+            force=force,
+            progress=True,
+            on_stage=lambda line: click.echo(f"  {line}", err=True),
+        )
+    conv = sidecar["conversion"]
+    click.echo(
+        f"wrote {output} (sha256 {sidecar['model_sha256'][:12]}...) and {output}.json: "
+        f"{conv['quantize_linear_nodes']} QuantizeLinear nodes, "
+        f"{len(conv['excluded_nodes'])} nodes kept in float, calibrated on "
+        f"{conv['calibration']['samples']} tensors ({conv['method']})"
+    )
+    guard = conv.get("accuracy_guard")
+    if guard:
+        click.echo(
+            f"accuracy guard on {guard['num_images']} images: "
+            f"rank-1 {guard['fp32']['rank1']:.4f} -> {guard['int8']['rank1']:.4f} "
+            f"(Δ {guard['delta_rank1_points']:+.2f} points), "
+            f"mAP {guard['fp32']['mAP']:.4f} -> {guard['int8']['mAP']:.4f} "
+            f"(Δ {guard['delta_map_points']:+.2f} points), "
+            f"mean cosine FP32 vs INT8 {guard['mean_cosine']:.4f}"
+        )
