@@ -1,0 +1,162 @@
+"""``reidctl preprocess``: a dataset layout -> ``.bin`` tensors, ``prep.info``, manifest."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from reidctl.preprocess.layouts import list_layouts
+from reidctl.preprocess.transform import DTYPES
+
+
+@click.command()
+@click.argument("layout", metavar="LAYOUT")
+@click.option(
+    "--root",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Dataset folder (or, for market1501/dukemtmc/msmt17, its parent).",
+)
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Output directory; created if missing, refused if not empty (see --resume, --force).",
+)
+@click.option(
+    "--splits",
+    default="query,gallery",
+    show_default=True,
+    help="Comma-separated splits, in output order: query, gallery, train.",
+)
+@click.option(
+    "--model-config",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Model sidecar (model.onnx.json from `reidctl export`): take its preprocessing.",
+)
+@click.option(
+    "--model", help="Registered model name (see `reidctl models`): take its preprocessing."
+)
+@click.option("--size", help="Input size HEIGHTxWIDTH in pixels.  [default: 256x128]")
+@click.option(
+    "--mean",
+    help="Per-channel mean, 3 comma-separated values in [0, 1].  [default: 0.485,0.456,0.406]",
+)
+@click.option(
+    "--std", help="Per-channel std, 3 comma-separated values.  [default: 0.229,0.224,0.225]"
+)
+@click.option(
+    "--interp",
+    type=click.Choice(["bilinear", "bicubic", "area", "nearest"]),
+    help="Resize interpolation (OpenCV).  [default: bilinear]",
+)
+@click.option("--rgb/--bgr", "rgb", default=None, help="Channel order.  [default: rgb]")
+@click.option("--flip", is_flag=True, help="Store every tensor mirrored left-right.")
+@click.option(
+    "--dtype",
+    type=click.Choice(list(DTYPES)),
+    help="Tensor dtype. [default: float32, or uint8 for a model exported with --fold-normalize]",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    help="Worker processes.  [default: all cores]",
+)
+@click.option("--relative-info", is_flag=True, help="Paths in prep.info relative to -o.")
+@click.option(
+    "--resume", is_flag=True, help="Continue an interrupted run, keeping complete tensors."
+)
+@click.option("--force", is_flag=True, help="Overwrite an earlier run's files in -o.")
+@click.option(
+    "--skip-bad",
+    is_flag=True,
+    help="Leave unreadable images out (listed in meta.json) instead of failing.",
+)
+def preprocess(
+    layout: str,
+    root: Path,
+    output: Path,
+    splits: str,
+    model_config: Path | None,
+    model: str | None,
+    size: str | None,
+    mean: str | None,
+    std: str | None,
+    interp: str | None,
+    rgb: bool | None,
+    flip: bool,
+    dtype: str | None,
+    workers: int | None,
+    relative_info: bool,
+    resume: bool,
+    force: bool,
+    skip_bad: bool,
+) -> None:
+    """Preprocess the LAYOUT dataset under --root into tensors every back end reads.
+
+    For each image (sorted, per split): OpenCV decode, colour order, resize, /255,
+    (x - mean) / std, CHW, written as raw little-endian `<split>_<stem>.bin`. Beside them:
+    `prep.info` (`index path width height`, for the Ascend benchmark tool),
+    `manifest.jsonl` (pid, camid, split per tensor) and, last, `meta.json`. Junk images
+    (pid -1) are dropped; distractors (pid 0) stay in the gallery.
+
+    The preprocessing comes from one of: --model-config, --model, or the explicit flags
+    (--size, --mean, --std, --interp, --rgb/--bgr; defaults 256x128, ImageNet mean/std,
+    bilinear, RGB).
+
+    Unreadable images are listed and make the run fail (exit 1) after the rest is done;
+    --skip-bad leaves them out instead. An interrupted run continues with --resume.
+
+    \b
+    Layouts: LAYOUTS
+
+    \b
+    Examples:
+      reidctl preprocess market1501 --root Market-1501-v15.09.15 -o prep/
+      reidctl preprocess market1501 --root DATA --model-config model.onnx.json -o prep/
+      reidctl preprocess msmt17 --root MSMT17_V2 --model osnet_x0_25 -o prep/ --workers 4
+      reidctl preprocess folder --root my_cams -o prep/ --size 256x128 --flip --dtype float16
+    """
+    from reidctl.preprocess.config import resolve_dtype, resolve_preprocess
+    from reidctl.preprocess.engine import preprocess_dataset
+
+    spec = resolve_preprocess(
+        model_config,
+        model,
+        size=size,
+        mean=mean,
+        std=std,
+        interpolation=interp,
+        color=None if rgb is None else ("rgb" if rgb else "bgr"),
+    )
+    summary = preprocess_dataset(
+        layout,
+        root,
+        output,
+        spec=spec,
+        splits=splits,
+        dtype=resolve_dtype(spec, dtype),
+        flip=flip,
+        workers=workers,
+        relative_info=relative_info,
+        resume=resume,
+        force=force,
+        skip_bad=skip_bad,
+        progress=True,
+    )
+    meta = summary.meta
+    counts = ", ".join(f"{k} {v}" for k, v in summary.counts.items())
+    shape = "x".join(str(d) for d in meta["shape"])
+    click.echo(
+        f"{meta['num_tensors']} tensors ({counts}), {shape} {meta['dtype']} -> {summary.out_dir}"
+    )
+    rate = f"{summary.images_per_s:.0f} images/s" if summary.written else "nothing to write"
+    skipped = f", {summary.skipped} already complete" if summary.skipped else ""
+    click.echo(f"wrote {summary.written} in {summary.wall_s:.2f} s ({rate}){skipped}")
+    if summary.bad_files:
+        click.echo(f"skipped {len(summary.bad_files)} unreadable images (listed in meta.json)")
+
+
+preprocess.help = (preprocess.help or "").replace("LAYOUTS", ", ".join(list_layouts()))
