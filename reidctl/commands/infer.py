@@ -1,0 +1,133 @@
+"""``reidctl infer``: a model over a preprocessed set -> result directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from reidctl.commands._common import echo_warnings
+
+
+@click.command()
+@click.argument("model_file", type=click.Path(path_type=Path))
+@click.argument("prep_dir", type=click.Path(path_type=Path))
+@click.option(
+    "-o",
+    "--output",
+    "results",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Result directory to create (run.json, model.json, manifest.jsonl, features/).",
+)
+@click.option(
+    "--backend",
+    default=None,
+    help="Back end (see `reidctl backends`). Default: by file suffix: .onnx ort, "
+    ".engine/.plan trt, .om acl, .xml openvino, .pth torch.",
+)
+@click.option("--bs", "batch_size", default=32, show_default=True, help="Images per batch.")
+@click.option("--threads", type=int, default=None, help="CPU threads (ort, openvino).")
+@click.option(
+    "--dump",
+    type=click.Choice(["bin", "txt"]),
+    default=None,
+    help="Also write dump/<stem>_<k>.bin|txt per image and output, as the Ascend tools do.",
+)
+@click.option(
+    "--index-base",
+    default=1,
+    show_default=True,
+    help="First output number k in dump names: 1 as the Ascend benchmark tool, 0 as ais_bench.",
+)
+@click.option(
+    "--feature",
+    default=None,
+    help="Output recorded as the retrieval feature (default: the sidecar's, else the first).",
+)
+@click.option(
+    "--device", default=None, help="torch: cpu|cuda[:N]; trt, ort-cuda: cuda:N; acl: NPU id."
+)
+@click.option("--fp16", is_flag=True, help="torch on CUDA: half-precision weights and inputs.")
+@click.option("--channels-last", is_flag=True, help="torch: NHWC memory format.")
+@click.option(
+    "--precision",
+    type=click.Choice(["f32", "bf16", "f16"]),
+    default=None,
+    help="openvino inference precision (default f32).",
+)
+@click.option("--model", default=None, help="torch: registered model name (without a sidecar).")
+@click.option(
+    "--weights",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="torch: checkpoint (default: the sidecar's weights).",
+)
+@click.option(
+    "--allow-pickle",
+    is_flag=True,
+    help="torch: load a legacy full-pickle checkpoint (runs code from the file: trusted only).",
+)
+@click.option("--force", is_flag=True, help="Replace an existing result directory.")
+def infer(
+    model_file: Path,
+    prep_dir: Path,
+    results: Path,
+    backend: str | None,
+    batch_size: int,
+    threads: int | None,
+    dump: str | None,
+    index_base: int,
+    feature: str | None,
+    device: str | None,
+    fp16: bool,
+    channels_last: bool,
+    precision: str | None,
+    model: str | None,
+    weights: Path | None,
+    allow_pickle: bool,
+    force: bool,
+) -> None:
+    """Run MODEL_FILE over the preprocessed set PREP_DIR and write a result directory.
+
+    Before running, the model input is checked against PREP_DIR/meta.json (shape and
+    dtype). Tensors are read one batch ahead on a background thread; a progress bar shows
+    images/s on stderr. Static-batch models run at their batch (the last batch padded and
+    trimmed). RESULTS/run.json is written last; `reidctl eval RESULTS` reads the directory.
+    Only the options a back end understands may be given (e.g. --precision is openvino's).
+
+    \b
+    Examples:
+      reidctl infer osnet.onnx prep/ -o results/
+      reidctl infer osnet.onnx prep/ -o results-ov/ --backend openvino --threads 2
+      reidctl infer osnet.onnx prep/ -o results-pt/ --backend torch
+      reidctl infer osnet.om prep/ -o results-npu/ --dump bin --index-base 1
+    """
+    from reidctl.runners.infer import run_inference
+
+    with echo_warnings():
+        run = run_inference(
+            model_file,
+            prep_dir,
+            results,
+            backend=backend,
+            batch_size=batch_size,
+            dump=dump,
+            index_base=index_base,
+            force=force,
+            feature=feature,
+            progress=True,
+            threads=threads,
+            device=device,
+            fp16=fp16,
+            channels_last=channels_last,
+            precision=precision,
+            model=model,
+            weights=str(weights) if weights else None,
+            allow_pickle=allow_pickle,
+        )
+    click.echo(
+        f"{run['num_images']} images, {run['backend']} on {run['device']}, batch "
+        f"{run['batch_size']}: {run['wall_s']:.2f} s, {run['images_per_s']:.1f} images/s"
+    )
+    click.echo(f"outputs: {', '.join(run['outputs'])} (feature: {run['feature']}) -> {results}")
