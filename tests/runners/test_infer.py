@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -138,7 +139,7 @@ def test_unknown_and_unavailable_backend_and_foreign_options(tiny_onnx, prep, tm
         run_inference(tiny_onnx, prep[0], tmp_path / "r", backend="tvm")
     engine = tmp_path / "m.engine"
     engine.write_bytes(b"\0")
-    if not __import__("importlib").util.find_spec("tensorrt"):
+    if importlib.util.find_spec("tensorrt") is None:
         with pytest.raises(BackendUnavailableError, match="TensorRT >= 10"):
             run_inference(engine, prep[0], tmp_path / "r")
     with pytest.raises(Exception, match="precision do not apply to back end 'ort'"):
@@ -185,7 +186,7 @@ def test_cli_infer_and_backends(tiny_onnx, prep, tmp_path, capsys):
     assert "valid back ends" in capsys.readouterr().err
     assert main(["backends"]) == 0
     table = capsys.readouterr().out
-    assert ("ort" in table and "install:" in table) or "yes" in table
+    assert any(line.split()[:2] == ["ort", "yes"] for line in table.splitlines())
 
 
 @pytest.mark.openvino
