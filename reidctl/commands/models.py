@@ -31,7 +31,8 @@ def models(as_json: bool) -> None:
         )
         click.echo(click.style(s.name, bold=True) + f"  {s.description}")
         click.echo(f"    input     image [N, 3, {p.height}, {p.width}] float32")
-        click.echo(f"    outputs   {outs}   (? = only when the checkpoint has it)")
+        note = "   (? = only when the checkpoint has it)" if s.optional_outputs else ""
+        click.echo(f"    outputs   {outs}{note}")
         click.echo(
             f"    feature   {s.feature}, "
             + ("L2-normalised" if s.l2_normalize else "not normalised")
