@@ -1,0 +1,268 @@
+"""ONNX -> TensorRT engine (TensorRT >= 10), with one optimisation profile and a timing cache.
+
+The profile covers the batch sizes given (``--bs``): ``min`` = the smallest, ``opt`` =
+``max`` = the largest. ``opt`` is the largest because ``reidctl infer --bs N`` runs every
+batch at ``N`` except the last, so that is the shape whose kernels matter; smaller batches
+still run, with kernels tuned for the larger shape. A static-batch ONNX gets no profile.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+
+from reidctl.artifacts import sidecar_path, write_sidecar
+from reidctl.errors import FormatError, InputError, OutputExistsError
+from reidctl.io import atomic_path, sha256_file, write_bytes_atomic
+from reidctl.runners._env import import_backend
+from reidctl.runners.batching import parse_batch_sizes
+from reidctl.runners.facts import source_facts
+from reidctl.runners.trt import INSTALL_HINT
+
+DEFAULT_WORKSPACE_MIB = 2048
+
+
+def profile_from_batches(batch_sizes: Sequence[int]) -> tuple[int, int, int]:
+    """``(min, opt, max)`` batch of the optimisation profile for ``batch_sizes``."""
+    bs = parse_batch_sizes(list(batch_sizes))
+    return bs[0], bs[-1], bs[-1]
+
+
+def _input_of(facts: dict[str, Any]) -> tuple[str, list[int | str], int | None]:
+    inputs = facts.get("inputs") or []
+    if len(inputs) != 1:
+        raise FormatError(f"TensorRT conversion expects one model input, found {len(inputs)}")
+    shape = list(inputs[0]["shape"])
+    static = shape[0] if isinstance(shape[0], int) and shape[0] > 0 else None
+    if not all(isinstance(d, int) for d in shape[1:]):
+        raise FormatError(f"input {inputs[0]['name']!r} has dynamic non-batch dims {shape}")
+    return str(inputs[0]["name"]), shape, static
+
+
+def trtexec_command(
+    onnx_file: str | os.PathLike[str],
+    engine_file: str | os.PathLike[str],
+    input_name: str,
+    chw: Sequence[int],
+    batch_sizes: Sequence[int] | None,
+    *,
+    fp16: bool = False,
+    workspace_mib: int = DEFAULT_WORKSPACE_MIB,
+    timing_cache: str | os.PathLike[str] | None = None,
+) -> list[str]:
+    """The equivalent ``trtexec`` argv; ``batch_sizes`` ``None`` for a static-batch ONNX."""
+    argv = ["trtexec", f"--onnx={onnx_file}", f"--saveEngine={engine_file}"]
+    if batch_sizes:
+        lo, opt, hi = profile_from_batches(batch_sizes)
+        dims = "x".join(str(d) for d in chw)
+        argv += [
+            f"--minShapes={input_name}:{lo}x{dims}",
+            f"--optShapes={input_name}:{opt}x{dims}",
+            f"--maxShapes={input_name}:{hi}x{dims}",
+        ]
+    if fp16:
+        argv.append("--fp16")
+    argv.append(f"--memPoolSize=workspace:{int(workspace_mib)}M")
+    if timing_cache is not None:
+        argv.append(f"--timingCacheFile={timing_cache}")
+    return argv
+
+
+def engine_sidecar(
+    facts: dict[str, Any],
+    onnx_file: Path,
+    engine_file: Path,
+    conversion: dict[str, Any],
+    static_batch: int | None,
+) -> dict[str, Any]:
+    """The engine's sidecar: the ONNX facts carried forward, its source and the conversion."""
+    dims: int | str = static_batch or "batch"
+    side = {
+        k: v for k, v in facts.items() if k not in ("format", "tool", "validation", "model_file")
+    }
+    for key in ("inputs", "outputs"):
+        side[key] = [{**t, "shape": [dims, *list(t["shape"])[1:]]} for t in facts[key]]
+    side.update(
+        source={"file": str(onnx_file.resolve()), "sha256": sha256_file(onnx_file)},
+        conversion=conversion,
+        static_batch=static_batch,
+        model_file=engine_file.name,
+        model_sha256=sha256_file(engine_file),
+    )
+    return side
+
+
+def engine_from_onnx(
+    onnx_file: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    *,
+    batch_sizes: Sequence[int] = (1, 4, 8, 16, 32),
+    fp16: bool = False,
+    workspace_mib: int = DEFAULT_WORKSPACE_MIB,
+    timing_cache: str | os.PathLike[str] | None = None,
+    force: bool = False,
+) -> dict[str, Any]:
+    """Build a TensorRT engine from ``onnx_file``; write it and ``<output>.json`` atomically.
+
+    ``batch_sizes`` set the optimisation profile (see the module docstring); they are
+    ignored for a static-batch ONNX. ``workspace_mib`` caps the builder's scratch memory
+    (MiB). ``timing_cache`` is read if present and written back after the build, so later
+    builds on the same GPU skip kernel timing. Returns the sidecar dictionary.
+    """
+    onnx_file, output = Path(onnx_file), Path(output)
+    for p in (output, sidecar_path(output)):
+        if p.exists() and not force:
+            raise OutputExistsError(f"{p} exists; pass --force to overwrite it")
+    if workspace_mib < 1:
+        raise InputError(f"--workspace must be a positive number of MiB, got {workspace_mib}")
+    facts = source_facts(onnx_file)
+    input_name, shape, static = _input_of(facts)
+    bs = None if static else parse_batch_sizes(list(batch_sizes))
+    trt = import_backend("tensorrt", "trt", INSTALL_HINT)
+    if int(str(trt.__version__).split(".")[0]) < 10:
+        raise InputError(f"TensorRT {trt.__version__} found; reidctl needs TensorRT >= 10")
+
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    network = builder.create_network(0)  # explicit batch is the only mode in TensorRT 10
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_file)):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise FormatError(f"TensorRT cannot parse {onnx_file}: {errors}")
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mib) << 20)
+    if fp16:
+        config.set_flag(trt.BuilderFlag.FP16)
+    if bs is not None:
+        lo, opt, hi = profile_from_batches(bs)
+        chw = [int(d) for d in shape[1:]]
+        profile = builder.create_optimization_profile()
+        profile.set_shape(input_name, [lo, *chw], [opt, *chw], [hi, *chw])
+        config.add_optimization_profile(profile)
+    cache_path = Path(timing_cache) if timing_cache is not None else None
+    cache_bytes = cache_path.read_bytes() if cache_path and cache_path.is_file() else b""
+    cache = config.create_timing_cache(cache_bytes)
+    config.set_timing_cache(cache, ignore_mismatch=False)
+
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise FormatError(f"TensorRT failed to build an engine from {onnx_file} (see its log)")
+    if cache_path is not None:
+        write_bytes_atomic(cache_path, bytes(config.get_timing_cache().serialize()))
+
+    argv = trtexec_command(
+        onnx_file,
+        output,
+        input_name,
+        shape[1:],  # type: ignore[arg-type]
+        bs,
+        fp16=fp16,
+        workspace_mib=workspace_mib,
+        timing_cache=cache_path,
+    )
+    conversion = {
+        "kind": "tensorrt",
+        "batch_sizes": bs,
+        "profile": dict(zip(("min", "opt", "max"), profile_from_batches(bs), strict=True))
+        if bs
+        else None,
+        "precision": "fp16" if fp16 else "fp32",
+        "workspace_mib": workspace_mib,
+        "tensorrt_version": str(trt.__version__),
+        "trtexec": shlex.join(argv),
+    }
+    with atomic_path(output) as tmp:
+        tmp.write_bytes(bytes(serialized))
+        side = engine_sidecar(facts, onnx_file, tmp, conversion, static)
+        side["model_file"] = output.name
+        write_sidecar(output, side)
+    return side
+
+
+@click.command("trt")
+@click.argument("onnx_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Engine file to write (.engine or .plan); its sidecar goes beside it.",
+)
+@click.option(
+    "--bs",
+    default="1,4,8,16,32",
+    show_default=True,
+    help="Batch sizes the engine must run: profile min = smallest, opt = max = largest.",
+)
+@click.option("--fp16", is_flag=True, help="Allow FP16 kernels (BuilderFlag.FP16).")
+@click.option(
+    "--workspace",
+    "workspace_mib",
+    default=DEFAULT_WORKSPACE_MIB,
+    show_default=True,
+    help="Builder workspace limit in MiB.",
+)
+@click.option(
+    "--timing-cache",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Timing cache file: read when present, updated after the build.",
+)
+@click.option(
+    "--print-trtexec",
+    is_flag=True,
+    help="Only print the equivalent trtexec command (no TensorRT needed) and exit.",
+)
+@click.option("--force", is_flag=True, help="Overwrite an existing engine and sidecar.")
+def command(
+    onnx_file: Path,
+    output: Path,
+    bs: str,
+    fp16: bool,
+    workspace_mib: int,
+    timing_cache: Path | None,
+    print_trtexec: bool,
+    force: bool,
+) -> None:
+    """Build a TensorRT engine (TensorRT >= 10) from ONNX_FILE.
+
+    Engines run only on the GPU model and TensorRT version they were built with: build on
+    the deployment machine.
+
+    \b
+    Examples:
+      reidctl convert trt osnet.onnx -o osnet.engine --bs 1,4,8,16,32 --fp16
+      reidctl convert trt osnet.onnx -o osnet.engine --print-trtexec
+    """
+    sizes = parse_batch_sizes(bs)
+    if print_trtexec:
+        facts = source_facts(onnx_file)
+        name, shape, static = _input_of(facts)
+        argv = trtexec_command(
+            onnx_file,
+            output,
+            name,
+            shape[1:],
+            None if static else sizes,  # type: ignore[arg-type]
+            fp16=fp16,
+            workspace_mib=workspace_mib,
+            timing_cache=timing_cache,
+        )
+        click.echo(shlex.join(argv))
+        return
+    side = engine_from_onnx(
+        onnx_file,
+        output,
+        batch_sizes=sizes,
+        fp16=fp16,
+        workspace_mib=workspace_mib,
+        timing_cache=timing_cache,
+        force=force,
+    )
+    conv = side["conversion"]
+    click.echo(f"wrote {output} ({conv['precision']}, profile {conv['profile']})")
