@@ -123,25 +123,36 @@ class DistanceFn:
             self.local = LocalDistance(local_feat)
         self.n = len(self.x) if self.x is not None else self.local.n
 
-    def block(self, rows: np.ndarray, c0: int, c1: int, out: np.ndarray | None = None):
-        """Distances of items ``rows`` to items ``c0..c1-1``: float32 [len(rows), c1 - c0]."""
+    def block(
+        self,
+        rows: np.ndarray,
+        c0: int,
+        c1: int,
+        out: np.ndarray | None = None,
+        squared: bool = False,
+    ) -> np.ndarray:
+        """Distances of items ``rows`` to items ``c0..c1-1``: float32 [len(rows), c1 - c0].
+
+        With ``squared`` the distances are squared (computed directly for ``euclidean``).
+        """
         rows = np.asarray(rows)
+        if out is None:
+            out = np.empty((len(rows), c1 - c0), dtype=np.float32)
         if self.x is not None:
-            a = self.x[rows]
-            if out is None:
-                out = np.empty((len(rows), c1 - c0), dtype=np.float32)
-            np.matmul(a, self.x[c0:c1].T, out=out)
-            finish_distance(out, self.sq[rows], self.sq[c0:c1], self.metric)
+            np.matmul(self.x[rows], self.x[c0:c1].T, out=out)
+            metric = self.metric
+            if squared and metric == "euclidean" and self.local is None:
+                metric, squared = "sqeuclidean", False
+            finish_distance(out, self.sq[rows], self.sq[c0:c1], metric)
             if self.local is not None:
                 loc = self.local.block(rows, c0, c1)
                 loc *= self.local_weight
                 out += loc
-            return out
-        loc = self.local.block(rows, c0, c1)
-        if out is not None:
-            out[...] = loc
-            return out
-        return loc
+        else:
+            out[...] = self.local.block(rows, c0, c1)
+        if squared:
+            np.square(out, out=out)
+        return out
 
     def pairs(self, i: np.ndarray, j: np.ndarray, chunk: int = 1 << 16) -> np.ndarray:
         """Distances of the item pairs ``(i[p], j[p])``: float32 [P]."""

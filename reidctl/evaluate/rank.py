@@ -151,6 +151,22 @@ def _match_ranks_chunk(
     ign = ~is_match
     cand[qi[ign], gi[ign]] = False
     r, c = np.nonzero(cand)
+    cbits = max(1, int(ng - 1).bit_length())
+    rbits = max(1, int(b - 1).bit_length())
+    if dist.dtype == np.float32 and rbits + 32 + cbits <= 64:
+        # count instead of sort: bucket every candidate between the sorted match keys
+        shift_r, shift_v = np.uint64(32 + cbits), np.uint64(cbits)
+        ckey = (r.astype(np.uint64) << shift_r) | (_monotone_bits(dist[r, c]) << shift_v)
+        ckey |= c.astype(np.uint64)
+        mkey = (mr.astype(np.uint64) << shift_r) | (_monotone_bits(mv) << shift_v)
+        mkey |= mg.astype(np.uint64)
+        morder = np.argsort(mkey)
+        skeys = mkey[morder]
+        counts = np.cumsum(np.bincount(np.searchsorted(skeys, ckey), minlength=len(skeys)))
+        row_start = np.searchsorted(r, np.arange(b))
+        ranks = np.empty(len(mkey), dtype=np.int64)
+        ranks[morder] = counts[: len(skeys)] - row_start[mr[morder]]
+        return mr, ranks
     order = _stable_rank_order(r, dist[r, c], c, b, ng)
     pos = np.empty(len(order), dtype=np.int64)
     pos[order] = np.arange(len(order))

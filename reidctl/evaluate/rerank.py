@@ -41,23 +41,39 @@ def _check_params(k1: int, k2: int, lambda_value: float) -> None:
         raise InputError(f"re-ranking lambda must lie in [0, 1], got {lambda_value}")
 
 
-def _top_k_rows(od: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the ``k`` smallest entries of each row, ordered by (value, index)."""
+def _top_k_rows(od: np.ndarray, k: int, lanes: int = 64) -> np.ndarray:
+    """Indices of the ``k`` smallest entries of each row, ordered by (value, index).
+
+    Columns are grouped into blocks (block j = columns j, j + nb, j + 2 nb, ...); the k-th
+    smallest block minimum bounds the k-th smallest entry, so only blocks whose minimum is
+    within that bound are scanned.
+    """
     b, n = od.shape
-    if k >= n:
+    nb = n // lanes
+    if nb < k:
         return np.argsort(od, axis=1, kind="stable")[:, :k]
-    # the k-th smallest over a column subset bounds the k-th smallest over the full row
-    step = max(1, n // max(4 * k, 2048))
-    sub = od[:, ::step]
-    if sub.shape[1] < k:
-        sub = od
-    thr = np.partition(sub, k - 1, axis=1)[:, k - 1]
-    r, c = np.nonzero(od <= thr[:, None])
-    order = _stable_rank_order(r, od[r, c], c, b, n)
+    mins = od[:, : lanes * nb].reshape(b, lanes, nb).min(axis=1)
+    tail = n - lanes * nb
+    if tail:
+        mins = np.concatenate([mins, od[:, lanes * nb :].min(axis=1, keepdims=True)], axis=1)
+    thr = np.partition(mins, k - 1, axis=1)[:, k - 1]
+    br, bc = np.nonzero(mins <= thr[:, None])
+    cols = np.where(
+        (bc < nb)[:, None],
+        bc[:, None] + np.arange(lanes)[None, :] * nb,
+        lanes * nb + np.arange(lanes)[None, :],
+    )
+    inside = cols < n
+    cols = np.minimum(cols, n - 1)
+    vals = od[br[:, None], cols]
+    keep = inside & (vals <= thr[br][:, None])
+    r = np.broadcast_to(br[:, None], cols.shape)[keep]
+    c, v = cols[keep], vals[keep]
+    order = _stable_rank_order(r, v, c, b, n)
     r, c = r[order], c[order]
     start = np.searchsorted(r, np.arange(b))
-    keep = (np.arange(len(r)) - start[r]) < k
-    return c[keep].reshape(b, k)
+    first = (np.arange(len(r)) - start[r]) < k
+    return c[first].reshape(b, k)
 
 
 def _reciprocal(top: np.ndarray, rows: np.ndarray, k: int) -> np.ndarray:
@@ -93,8 +109,7 @@ def re_ranking_fn(
     buf = np.empty((min(chunk, n), n), dtype=np.float32)
     for a in tqdm(range(0, n, chunk), desc="re-ranking: neighbours", disable=not progress):
         b = min(a + chunk, n)
-        od = dist.block(np.arange(a, b), 0, n, out=buf[: b - a])
-        np.square(od, out=od)
+        od = dist.block(np.arange(a, b), 0, n, out=buf[: b - a], squared=True)
         rowmax[a:b] = od.max(axis=1)
         if a < nq:
             qg[a : min(b, nq)] = od[: min(b, nq) - a, nq:]
@@ -159,11 +174,12 @@ def re_ranking_fn(
     g_cnt = np.diff(g_ptr)
     q_rows = np.repeat(np.arange(nq), np.diff(vq.indptr))
     work = np.bincount(q_rows, weights=g_cnt[vq.indices], minlength=nq)
-    budget = 1 << 22
+    # bound both the (query, column, gallery) triples and the dense rows held at once
+    budget, max_rows = 1 << 22, max(1, (1 << 21) // ng)
     bounds = [0]
     acc = 0.0
     for q in range(nq):
-        if acc > 0 and acc + work[q] > budget:
+        if q > bounds[-1] and (acc + work[q] > budget or q - bounds[-1] >= max_rows):
             bounds.append(q)
             acc = 0.0
         acc += work[q]
@@ -185,11 +201,13 @@ def re_ranking_fn(
         mins = np.minimum(av[src], vg.data[offs])
         flat = rl[src].astype(np.int64) * ng + vg.indices[offs]
         s = np.bincount(flat, weights=mins, minlength=(b - a) * ng).reshape(b - a, ng)
-        jac = 1.0 - s / (2.0 - s)
+        # 1 - s / (2 - s) == 2 (1 - s) / (2 - s)
+        jac = (2.0 - 2.0 * s) / (2.0 - s)
+        jac *= 1.0 - lambda_value
         block = qg[a:b]
         block /= rowmax[a:b, None]
         block *= lam
-        block += (jac * (1.0 - lambda_value)).astype(np.float32)
+        block += jac
     return qg
 
 
