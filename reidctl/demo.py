@@ -187,7 +187,7 @@ def run_demo(
 
         root = stages.run(
             "synthetic data",
-            lambda: Path(make_synthetic_market(out / "data", seed=settings.seed)),
+            lambda: make_synthetic_market(out / "data", seed=settings.seed).root,
             lambda r: f"Market-1501 layout in {r}",
         )
     else:

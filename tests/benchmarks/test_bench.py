@@ -242,3 +242,62 @@ def test_model_labels_are_distinct() -> None:
     assert engine.model_labels(["x/a.onnx", "x/b.onnx"]) == ["a.onnx", "b.onnx"]
     same = engine.model_labels(["m.onnx", "m.onnx"])
     assert len(set(same)) == 2
+
+
+@pytest.fixture(scope="module")
+def tiny_onnx(tmp_path_factory):
+    """A 3x16x8 -> 4 conv net exported with a dynamic batch (no sidecar needed)."""
+    torch = pytest.importorskip("torch")
+    path = tmp_path_factory.mktemp("bench") / "tiny.onnx"
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten()
+    ).eval()
+    torch.onnx.export(
+        net,
+        torch.randn(2, 3, 16, 8),
+        str(path),
+        input_names=["image"],
+        output_names=["feature"],
+        dynamic_axes={"image": {0: "batch"}, "feature": {0: "batch"}},
+        opset_version=17,
+        dynamo=False,
+    )
+    return path
+
+
+def test_cli_bench_with_vs_and_out(tiny_onnx, tmp_path, capsys) -> None:
+    from reidctl.cli import main
+
+    other = tmp_path / "other.onnx"
+    other.write_bytes(tiny_onnx.read_bytes())
+    rc = main(
+        [
+            "bench", str(tiny_onnx), "--bs", "1,2", "--iters", "3", "--warmup", "1",
+            "--threads", "1", "--vs", str(other), "--out", str(tmp_path / "out"),
+        ]
+    )  # fmt: skip
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    assert "| batch | ort tiny.onnx | ort other.onnx | ort ratio |" in captured.out
+    doc = json.loads((tmp_path / "out" / "bench.json").read_text())
+    assert doc["settings"]["threads"] == 1
+    assert {r["batch_size"] for r in doc["results"]} == {1, 2}
+    assert all(r["iterations"] == 3 for r in doc["results"])
+    assert set(doc["ratios"]["ort"]) == {"1", "2"}
+
+
+def test_cli_bench_unknown_backend(tiny_onnx, capsys) -> None:
+    from reidctl.cli import main
+
+    assert main(["bench", str(tiny_onnx), "--backend", "nope", "--iters", "1"]) == 2
+    assert "valid back ends" in capsys.readouterr().err
+
+
+@pytest.mark.openvino
+def test_openvino_and_ort_both_measured(tiny_onnx) -> None:
+    pytest.importorskip("openvino")
+    settings = engine.BenchSettings(batch_sizes=(4,), iters=2, warmup=1, threads=1)
+    result = engine.run_bench([tiny_onnx], ["ort", "openvino"], settings)
+    assert result.throughput("tiny.onnx", "ort", 4) > 0
+    assert result.throughput("tiny.onnx", "openvino", 4) > 0
