@@ -303,15 +303,18 @@ def _count(prep: Path) -> int:
 
 
 def _evaluate(results: Path, out: Path) -> dict[str, Any]:
-    """Metrics plus the CMC plot and the ranked-list picture in ``out``."""
-    from reidctl import evaluate as ev
+    """Metrics (``reidctl eval``'s defaults) plus the CMC plot and the ranked-list picture."""
+    from reidctl.evaluate.report import plot_cmc, visualize
+    from reidctl.evaluate.results import EvalSettings, evaluate_data, load_results
 
-    metrics = ev.evaluate_results(results)
-    d = metrics.to_dict()
-    write_json_atomic(out / "metrics.json", d)
-    ev.plot_cmc({"model": metrics}, out / "cmc.png")
-    ev.plot_ranked_lists(results, out / "ranked.png", num_queries=4, top_k=5)
-    return d
+    settings = EvalSettings()
+    settings.check()
+    data = load_results(results, settings.feature, settings.normalize)
+    ev, q_rows, g_rows = evaluate_data(data, settings)
+    write_json_atomic(out / "metrics.json", ev.metrics.to_dict())
+    plot_cmc(ev.metrics, out / "cmc.png")
+    visualize(ev, data, q_rows, g_rows, 4, out / "ranked.png", top=8)
+    return ev.metrics.to_dict()
 
 
 def _metrics_line(m: dict[str, Any]) -> str:

@@ -299,7 +299,7 @@ def accuracy_guard(
     False when the INT8 mAP is lower than FP32's by more than that (raising is left to the
     caller, which decides whether to keep the model). Result directories go to ``work_dir``.
     """
-    from reidctl.evaluate import evaluate_results
+    from reidctl.evaluate.results import evaluate_results
     from reidctl.runners.infer import run_inference
 
     work = Path(work_dir)
