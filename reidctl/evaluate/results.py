@@ -1,0 +1,572 @@
+"""Evaluate a result directory or a vendor dump: load features and labels, compute metrics.
+
+Entry points for other stages:
+
+* :func:`evaluate_results` ``(results_dir, **settings) -> Metrics``: a ``reidctl infer``
+  result directory (docs/formats.md section 3).
+* :func:`evaluate_dump` ``(dump_dir, prep_dir, output_index, dim=None, **settings)``: the
+  Ascend ``benchmark`` / ``ais_bench`` output (``<stem>_<k>.bin|txt``) with the labels of
+  the preprocessed set.
+* :func:`evaluate_features` ``(q_feat, g_feat, q_pids, g_pids, q_camids, g_camids, ...)``.
+
+``settings`` are the fields of :class:`EvalSettings`. Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from reidctl.artifacts import (
+    FEATURES_DIR,
+    MANIFEST_NAME,
+    MODEL_JSON_NAME,
+    RUN_NAME,
+    ManifestEntry,
+    facts_from_dict,
+    read_json,
+    read_manifest,
+    read_prep_meta,
+)
+from reidctl.errors import (
+    BadDataError,
+    FormatError,
+    InputError,
+    ShapeMismatchError,
+    UnknownNameError,
+)
+from reidctl.evaluate.centroids import build_centroids
+from reidctl.evaluate.distance import (
+    DEFAULT_METRIC,
+    check_finite,
+    check_metric,
+    compute_distance,
+    l2_normalize,
+)
+from reidctl.evaluate.local import local_distance
+from reidctl.evaluate.rank import AP_KINDS, PROTOCOLS, RankResult, evaluate_rank
+from reidctl.evaluate.rerank import re_ranking
+
+DEFAULT_LOCAL_FEATURE = "local_feat"
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """How to evaluate. ``None`` for ``feature`` / ``normalize`` means: as ``model.json``
+    says (for a vendor dump: normalise, as the Ascend accuracy script did).
+
+    ``distance``: ``euclidean`` (default), ``sqeuclidean`` or ``cosine``. ``ap``: ``step``
+    or ``interpolated``. ``protocol``: ``market1501`` or ``cuhk03``. ``rerank`` with ``k1``,
+    ``k2``, ``lambda_value``. ``local``: AlignedReID local distance from output
+    ``local_feature`` (default ``local_feat``), alone (``local_weight`` None) or added to the
+    global distance with weight ``local_weight``. ``centroids`` (``per_camera``): gallery
+    identities as mean embeddings. ``seed``: the CUHK03 single-shot draws.
+    """
+
+    feature: str | None = None
+    normalize: bool | None = None
+    distance: str = DEFAULT_METRIC
+    max_rank: int = 50
+    ap: str = "step"
+    protocol: str = "market1501"
+    rerank: bool = False
+    k1: int = 20
+    k2: int = 6
+    lambda_value: float = 0.3
+    local: bool = False
+    local_feature: str | None = None
+    local_weight: float | None = None
+    centroids: bool = False
+    per_camera: bool = False
+    seed: int = 0
+
+    def check(self) -> None:
+        check_metric(self.distance)
+        if self.ap not in AP_KINDS:
+            raise UnknownNameError("AP kind", self.ap, AP_KINDS)
+        if self.protocol not in PROTOCOLS:
+            raise UnknownNameError("protocol", self.protocol, PROTOCOLS)
+        if self.max_rank < 1:
+            raise InputError(f"--max-rank must be >= 1, got {self.max_rank}")
+        if self.per_camera and not self.centroids:
+            raise InputError("--per-camera needs --centroids")
+        if self.centroids and (self.local or self.protocol == "cuhk03"):
+            raise InputError("--centroids cannot be combined with --local or --protocol cuhk03")
+        if self.centroids and self.per_camera and self.rerank:
+            raise InputError("--per-camera centroids cannot be combined with --rerank")
+        if self.local_weight is not None and not self.local:
+            raise InputError("--local-weight needs --local")
+
+    def describe(self) -> dict[str, Any]:
+        """The settings as written to metrics.json."""
+        return {
+            "feature": self.feature,
+            "normalize": self.normalize,
+            "distance": self.distance,
+            "max_rank": self.max_rank,
+            "ap": self.ap,
+            "protocol": self.protocol,
+            "rerank": (
+                {"k1": self.k1, "k2": self.k2, "lambda": self.lambda_value} if self.rerank else None
+            ),
+            "local": (
+                {"feature": self.local_feature, "weight": self.local_weight} if self.local else None
+            ),
+            "centroids": (
+                ("per-camera" if self.per_camera else "global") if self.centroids else None
+            ),
+        }
+
+
+@dataclass
+class Metrics:
+    """Accuracy as fractions in [0, 1] (``to_dict`` gives the metrics.json fields)."""
+
+    rank1: float
+    rank5: float
+    rank10: float
+    mAP: float
+    mINP: float
+    cmc: list[float]
+    num_query: int
+    num_valid_query: int
+    num_gallery: int
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_rank(cls, r: RankResult, num_gallery: int, settings: dict[str, Any]) -> Metrics:
+        return cls(
+            rank1=r.rank(1),
+            rank5=r.rank(5),
+            rank10=r.rank(10),
+            mAP=float(r.mAP),
+            mINP=float(r.mINP),
+            cmc=[float(v) for v in r.cmc],
+            num_query=r.num_query,
+            num_valid_query=r.num_valid,
+            num_gallery=num_gallery,
+            settings=settings,
+        )
+
+
+@dataclass
+class Evaluation:
+    """Everything an evaluation produced: metrics, per-query results, and (unless per-camera
+    centroids) the query x gallery-entry distance matrix with the entries' labels."""
+
+    metrics: Metrics
+    result: RankResult
+    distmat: np.ndarray | None
+    g_pids: np.ndarray
+    g_camids: np.ndarray
+    g_members: list[np.ndarray] | None  # gallery indices per entry (centroids), else None
+
+
+@dataclass
+class EvalData:
+    """Features and labels of every manifest entry, in manifest order."""
+
+    feat: np.ndarray | None  # [N, D] (None with --local alone)
+    local: np.ndarray | None  # [N, S, D]
+    entries: list[ManifestEntry]
+    feature: str | None
+    local_feature: str | None
+    normalize: bool
+    image_root: Path | None
+
+    def split(self, name: str) -> np.ndarray:
+        return np.array([i for i, e in enumerate(self.entries) if e.split == name], np.int64)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _load_npy(path: Path, rows: int, what: str) -> np.ndarray:
+    if not path.is_file():
+        raise FormatError(f"{path} not found; the result directory lacks the {what} output")
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise FormatError(
+            f"{path} is not a readable .npy array ({e}); re-run `reidctl infer`"
+        ) from e
+    if arr.ndim < 2 or len(arr) != rows:
+        raise ShapeMismatchError(
+            f"{path} has shape {arr.shape} but {MANIFEST_NAME} lists {rows} entries; "
+            "features and manifest must have one row per entry (re-run `reidctl infer`)"
+        )
+    return arr.astype(np.float32, copy=False)
+
+
+def _prep_root(prep_dir: str | os.PathLike[str] | None) -> Path | None:
+    if not prep_dir:
+        return None
+    try:
+        root = read_prep_meta(prep_dir).get("root")
+    except FormatError:
+        return None
+    return Path(root) if root else None
+
+
+def load_results(
+    results_dir: str | os.PathLike[str],
+    feature: str | None = None,
+    normalize: bool | None = None,
+    local: bool = False,
+    local_feature: str | None = None,
+    need_global: bool = True,
+) -> EvalData:
+    """Read a result directory: ``run.json`` (must exist), ``model.json``, the manifest and
+    ``features/<name>.npy``. Raises :class:`FormatError` for an incomplete directory,
+    :class:`UnknownNameError` (listing the outputs) for an unknown feature name and
+    :class:`ShapeMismatchError` when the rows disagree with the manifest."""
+    d = Path(results_dir)
+    if not d.is_dir():
+        raise FormatError(f"result directory not found: {d}")
+    if not (d / RUN_NAME).is_file():
+        dumps = any(p.suffix in (".bin", ".txt") for p in d.iterdir())
+        hint = (
+            "; for a vendor dump directory pass --prep PREP --output-index K (and --dim D)"
+            if dumps
+            else ""
+        )
+        raise FormatError(
+            f"{d / RUN_NAME} not found: {d} is not a complete result directory (interrupted "
+            f"`reidctl infer`?); re-run `reidctl infer` to finish it{hint}"
+        )
+    run = read_json(d / RUN_NAME, "run record")
+    facts = facts_from_dict(read_json(d / MODEL_JSON_NAME, "model facts"), str(d / MODEL_JSON_NAME))
+    outputs = [o.name for o in facts.outputs]
+    entries = read_manifest(d / MANIFEST_NAME)
+    norm = facts.l2_normalize if normalize is None else normalize
+    feat = None
+    name = None
+    if need_global:
+        name = feature or facts.feature
+        if name not in outputs:
+            raise UnknownNameError("output", name, outputs)
+        feat = _load_npy(d / FEATURES_DIR / f"{name}.npy", len(entries), name)
+        if feat.ndim != 2:
+            raise ShapeMismatchError(
+                f"output {name!r} has per-item shape {feat.shape[1:]}, not a vector; pick a "
+                f"[N, D] output with --feature (outputs: {', '.join(outputs)}) or use it as "
+                "--local-feature"
+            )
+    loc = None
+    lname = None
+    if local:
+        lname = local_feature or DEFAULT_LOCAL_FEATURE
+        if lname not in outputs:
+            raise UnknownNameError("output", lname, outputs)
+        loc = _load_npy(d / FEATURES_DIR / f"{lname}.npy", len(entries), lname)
+        if loc.ndim != 3:
+            raise ShapeMismatchError(
+                f"local output {lname!r} must be [N, stripes, D], got {loc.shape}"
+            )
+    return EvalData(feat, loc, entries, name, lname, norm, _prep_root(run.get("prep_dir")))
+
+
+def load_dump(
+    dump_dir: str | os.PathLike[str],
+    prep_dir: str | os.PathLike[str],
+    output_index: int,
+    dim: int | None = None,
+    normalize: bool | None = None,
+    max_listed: int = 5,
+) -> EvalData:
+    """Read a vendor dump: ``<stem>_<output_index>.bin`` (raw float32, ``dim`` values) or
+    ``.txt`` (whitespace-separated numbers) for every entry of ``PREP/manifest.jsonl``.
+
+    A missing file is an error listing the first ``max_listed`` missing names (never a zero
+    vector). ``normalize`` defaults to True (the Ascend accuracy script L2-normalised).
+    """
+    dump_dir, prep_dir = Path(dump_dir), Path(prep_dir)
+    if not dump_dir.is_dir():
+        raise FormatError(f"dump directory not found: {dump_dir}")
+    meta = read_prep_meta(prep_dir)
+    entries = read_manifest(prep_dir / MANIFEST_NAME)
+    if dim is not None and dim < 1:
+        raise InputError(f"--dim must be positive, got {dim}")
+    paths, missing = [], []
+    for e in entries:
+        base = dump_dir / f"{e.stem}_{output_index}"
+        for suffix in (".bin", ".txt"):
+            p = base.with_name(base.name + suffix)
+            if p.is_file():
+                paths.append(p)
+                break
+        else:
+            missing.append(base.name + ".bin|.txt")
+    if missing:
+        shown = ", ".join(missing[:max_listed])
+        more = f" (+{len(missing) - max_listed} more)" if len(missing) > max_listed else ""
+        raise FormatError(
+            f"{len(missing)} of {len(entries)} dump files missing in {dump_dir}: {shown}{more}; "
+            "check --output-index and that the dump covers the whole preprocessed set"
+        )
+    rows = []
+    for p in paths:
+        if p.suffix == ".bin":
+            if dim is None:
+                raise InputError(f"{p.name} is a raw .bin dump: pass --dim D (values per file)")
+            v = np.fromfile(p, dtype="<f4")
+        else:
+            try:
+                v = np.loadtxt(p, dtype=np.float32, ndmin=1).ravel()
+            except ValueError as e:
+                raise FormatError(f"{p} does not hold whitespace-separated numbers ({e})") from e
+        if dim is not None and v.size != dim:
+            raise ShapeMismatchError(
+                f"{p} holds {v.size} float32 values, expected --dim {dim}; check --dim and "
+                "--output-index"
+            )
+        rows.append(v)
+    sizes = {r.size for r in rows}
+    if len(sizes) > 1:
+        raise ShapeMismatchError(f"dump files in {dump_dir} differ in length: {sorted(sizes)}")
+    feat = np.stack(rows).astype(np.float32) if rows else np.zeros((0, dim or 1), np.float32)
+    root = meta.get("root")
+    return EvalData(
+        feat,
+        None,
+        entries,
+        f"output {output_index}",
+        None,
+        True if normalize is None else normalize,
+        Path(root) if root else None,
+    )
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def _merge(parts: list[tuple[np.ndarray, RankResult]], nq: int, max_rank: int) -> RankResult:
+    ap = np.full(nq, np.nan)
+    inp = np.full(nq, np.nan)
+    first = np.zeros(nq, np.int64)
+    for idx, r in parts:
+        ap[idx], inp[idx], first[idx] = r.ap, r.inp, r.first_rank
+    valid = first > 0
+    n = int(valid.sum())
+    hist = np.bincount(np.minimum(first[valid], max_rank + 1), minlength=max_rank + 2)
+    cmc = np.cumsum(hist[1 : max_rank + 1]) / max(n, 1)
+    if n == 0:
+        raise BadDataError(f"none of the {nq} queries has a valid match in the gallery")
+    return RankResult(cmc, float(np.nanmean(ap)), float(np.nanmean(inp)), nq, n, ap, inp, first)
+
+
+def evaluate_features_detailed(
+    q_feat: np.ndarray | None,
+    g_feat: np.ndarray | None,
+    q_pids: np.ndarray,
+    g_pids: np.ndarray,
+    q_camids: np.ndarray,
+    g_camids: np.ndarray,
+    settings: EvalSettings | None = None,
+    q_local: np.ndarray | None = None,
+    g_local: np.ndarray | None = None,
+    progress: bool = False,
+) -> Evaluation:
+    """:func:`evaluate_features` returning the distance matrix and per-query results too."""
+    s = settings or EvalSettings()
+    s.check()
+    normalize = True if s.normalize is None else s.normalize
+    s = replace(s, normalize=normalize)
+    q_pids, g_pids = np.asarray(q_pids, np.int64), np.asarray(g_pids, np.int64)
+    q_camids, g_camids = np.asarray(q_camids, np.int64), np.asarray(g_camids, np.int64)
+    for arr, what in ((q_feat, "query features"), (g_feat, "gallery features")):
+        if arr is not None:
+            check_finite(np.asarray(arr), what)
+    for arr, what in ((q_local, "query local features"), (g_local, "gallery local features")):
+        if arr is not None:
+            check_finite(np.asarray(arr), what)
+    if s.local and (q_local is None or g_local is None):
+        raise InputError("local distance needs local features for queries and gallery")
+    if q_feat is not None:
+        q_feat, g_feat = np.asarray(q_feat, np.float32), np.asarray(g_feat, np.float32)
+        if normalize:
+            q_feat, g_feat = l2_normalize(q_feat), l2_normalize(g_feat)
+    if s.local and normalize:
+        q_local, g_local = l2_normalize(q_local), l2_normalize(g_local)
+    settings_out = s.describe()
+
+    if s.centroids and s.per_camera:
+        parts = []
+        for cam in np.unique(q_camids):
+            qi = np.flatnonzero(q_camids == cam)
+            cg = build_centroids(
+                g_feat, g_pids, g_camids, exclude_camid=int(cam), normalize=normalize
+            )
+            d = compute_distance(q_feat[qi], cg.feat, s.distance)
+            r = evaluate_rank(
+                d, q_pids[qi], cg.pids, q_camids[qi], cg.camids, s.max_rank, s.ap,
+                allow_no_valid=True,
+            )  # fmt: skip
+            parts.append((qi, r))
+        result = _merge(parts, len(q_pids), s.max_rank)
+        n_entries = len(build_centroids(g_feat, g_pids, g_camids).pids)
+        metrics = Metrics.from_rank(result, n_entries, settings_out)
+        return Evaluation(metrics, result, None, g_pids, g_camids, None)
+
+    members = None
+    if s.centroids:
+        cg = build_centroids(g_feat, g_pids, g_camids, normalize=normalize)
+        g_feat, g_pids, g_camids, members = cg.feat, cg.pids, cg.camids, cg.members
+    if s.rerank:
+        distmat = re_ranking(
+            q_feat if (not s.local or s.local_weight is not None) else None,
+            g_feat if (not s.local or s.local_weight is not None) else None,
+            s.k1,
+            s.k2,
+            s.lambda_value,
+            metric=s.distance,
+            q_local=q_local if s.local else None,
+            g_local=g_local if s.local else None,
+            local_weight=s.local_weight,
+            progress=progress,
+        )
+    elif s.local:
+        distmat = local_distance(q_local, g_local, progress=progress)
+        if s.local_weight is not None:
+            distmat *= np.float32(s.local_weight)
+            distmat += compute_distance(q_feat, g_feat, s.distance)
+    else:
+        distmat = compute_distance(q_feat, g_feat, s.distance)
+    result = evaluate_rank(
+        distmat, q_pids, g_pids, q_camids, g_camids, s.max_rank, s.ap, s.protocol, seed=s.seed
+    )
+    metrics = Metrics.from_rank(result, len(g_pids), settings_out)
+    return Evaluation(metrics, result, distmat, g_pids, g_camids, members)
+
+
+def evaluate_features(
+    q_feat: np.ndarray | None,
+    g_feat: np.ndarray | None,
+    q_pids: np.ndarray,
+    g_pids: np.ndarray,
+    q_camids: np.ndarray,
+    g_camids: np.ndarray,
+    settings: EvalSettings | None = None,
+    q_local: np.ndarray | None = None,
+    g_local: np.ndarray | None = None,
+    progress: bool = False,
+) -> Metrics:
+    """Metrics for query features [Nq, D] against gallery features [Ng, D].
+
+    Labels are pids (-1 junk, 0 distractor) and camera ids per row. ``settings``
+    (:class:`EvalSettings`, defaults: normalise, Euclidean, Market-1501, step AP) picks the
+    distance, re-ranking, local distance and centroids; ``q_local`` / ``g_local``
+    [N, S, D] are needed with ``settings.local``.
+    """
+    return evaluate_features_detailed(
+        q_feat, g_feat, q_pids, g_pids, q_camids, g_camids, settings, q_local, g_local, progress
+    ).metrics
+
+
+def _settings(settings: EvalSettings | None, overrides: dict[str, Any]) -> EvalSettings:
+    names = {f.name for f in fields(EvalSettings)}
+    unknown = sorted(set(overrides) - names)
+    if unknown:
+        raise UnknownNameError("setting", unknown[0], names)
+    return replace(settings or EvalSettings(), **overrides)
+
+
+def evaluate_data(
+    data: EvalData, settings: EvalSettings, progress: bool = False
+) -> tuple[Evaluation, np.ndarray, np.ndarray]:
+    """Evaluate loaded data; returns (evaluation, query row indices, gallery row indices)."""
+    qi, gi = data.split("query"), data.split("gallery")
+    if len(qi) == 0 or len(gi) == 0:
+        raise InputError(
+            f"the manifest holds {len(qi)} query and {len(gi)} gallery entries; evaluation "
+            "needs both (preprocess the query and gallery splits)"
+        )
+    names = [e.stem for e in data.entries]
+    if data.feat is not None:
+        check_finite(data.feat, f"features {data.feature!r}", names)
+    if data.local is not None:
+        check_finite(data.local, f"local features {data.local_feature!r}", names)
+    pids = np.array([e.pid for e in data.entries], np.int64)
+    cams = np.array([e.camid for e in data.entries], np.int64)
+    s = replace(
+        settings,
+        feature=data.feature,
+        normalize=data.normalize,
+        local_feature=data.local_feature if settings.local else None,
+    )
+    f = data.feat
+    loc = data.local
+    ev = evaluate_features_detailed(
+        f[qi] if f is not None else None,
+        f[gi] if f is not None else None,
+        pids[qi],
+        pids[gi],
+        cams[qi],
+        cams[gi],
+        s,
+        loc[qi] if loc is not None else None,
+        loc[gi] if loc is not None else None,
+        progress,
+    )
+    return ev, qi, gi
+
+
+def evaluate_results(
+    results_dir: str | os.PathLike[str],
+    settings: EvalSettings | None = None,
+    progress: bool = False,
+    **overrides: Any,
+) -> Metrics:
+    """Metrics of a ``reidctl infer`` result directory; ``overrides`` are
+    :class:`EvalSettings` fields, e.g. ``evaluate_results("results/", rerank=True)``."""
+    s = _settings(settings, overrides)
+    s.check()
+    data = load_results(
+        results_dir,
+        s.feature,
+        s.normalize,
+        local=s.local,
+        local_feature=s.local_feature,
+        need_global=not s.local or s.local_weight is not None,
+    )
+    return evaluate_data(data, s, progress)[0].metrics
+
+
+def evaluate_dump(
+    dump_dir: str | os.PathLike[str],
+    prep_dir: str | os.PathLike[str],
+    output_index: int,
+    dim: int | None = None,
+    settings: EvalSettings | None = None,
+    progress: bool = False,
+    **overrides: Any,
+) -> Metrics:
+    """Metrics of a vendor dump directory (see :func:`load_dump`)."""
+    s = _settings(settings, overrides)
+    s.check()
+    if s.local:
+        raise InputError("--local is not available for vendor dumps (global features only)")
+    data = load_dump(dump_dir, prep_dir, output_index, dim, s.normalize)
+    return evaluate_data(data, s, progress)[0].metrics
+
+
+__all__ = [
+    "EvalData",
+    "EvalSettings",
+    "Evaluation",
+    "Metrics",
+    "evaluate_data",
+    "evaluate_dump",
+    "evaluate_features",
+    "evaluate_features_detailed",
+    "evaluate_results",
+    "load_dump",
+    "load_results",
+]
