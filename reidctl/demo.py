@@ -248,7 +248,6 @@ def run_demo(
                 prep_train,
                 int8_file,
                 samples=64,
-                exclude=["depthwise"] if settings.model.startswith("osnet") else [],
                 eval_dir=prep_test,
                 threads=settings.threads,
                 force=True,

@@ -23,6 +23,7 @@ kernels often cost more in quantise/dequantise than they save).
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
@@ -50,6 +51,14 @@ METHODS = ("minmax", "entropy", "percentile")
 DEPTHWISE = "depthwise"
 DEFAULT_SAMPLES = 128
 DEFAULT_CALIB_BATCH = 8
+
+
+class _DropAxisNotes(logging.Filter):
+    """onnxruntime logs a root-logger warning for every 1-D weight (e.g. a BatchNorm scale)
+    it cannot quantise per channel; it then quantises it per tensor, which is what we want."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "is out-of-range for weight" not in record.getMessage()
 
 
 class SameSetWarning(UserWarning):
@@ -410,22 +419,27 @@ def quantize_onnx(
             static_batch=static is not None,
             progress=progress,
         )
-        with warnings.catch_warnings():
-            # onnxruntime warns about its own recommended settings; nothing for the user
-            warnings.simplefilter("ignore")
-            quantize_static(
-                str(pre),
-                str(output),
-                reader,
-                quant_format=QuantFormat.QDQ,
-                per_channel=per_channel,
-                reduce_range=reduce_range,
-                activation_type=QuantType.QUInt8,
-                weight_type=QuantType.QInt8,
-                nodes_to_exclude=excluded or None,
-                calibrate_method=calib_methods[method],
-                extra_options={"CalibMaxIntermediateOutputs": 16},
-            )
+        root_logger, drop = logging.getLogger(), _DropAxisNotes()
+        root_logger.addFilter(drop)
+        try:
+            with warnings.catch_warnings():
+                # onnxruntime warns about its own recommended settings; nothing for the user
+                warnings.simplefilter("ignore")
+                quantize_static(
+                    str(pre),
+                    str(output),
+                    reader,
+                    quant_format=QuantFormat.QDQ,
+                    per_channel=per_channel,
+                    reduce_range=reduce_range,
+                    activation_type=QuantType.QUInt8,
+                    weight_type=QuantType.QInt8,
+                    nodes_to_exclude=excluded or None,
+                    calibrate_method=calib_methods[method],
+                    extra_options={"CalibMaxIntermediateOutputs": 16},
+                )
+        finally:
+            root_logger.removeFilter(drop)
     qmodel = onnx.load(str(output), load_external_data=False)
     n_q = sum(n.op_type == "QuantizeLinear" for n in qmodel.graph.node)
     n_dq = sum(n.op_type == "DequantizeLinear" for n in qmodel.graph.node)
