@@ -127,12 +127,31 @@ def main(argv: list[str] | None = None) -> int:
 
         rows = []
         for r in range(args.repeats):
-            loop_s, total_s, n = bare_loop(model, prep, args.bs, args.threads)
-            t0 = time.perf_counter()
-            run = run_inference(
-                model, prep, work / "results", batch_size=args.bs, force=True, threads=args.threads
-            )
-            ours_total = time.perf_counter() - t0
+            # swap the order every repeat so a load change on the machine hits both alike
+            if r % 2:
+                t0 = time.perf_counter()
+                run = run_inference(
+                    model,
+                    prep,
+                    work / "results",
+                    batch_size=args.bs,
+                    force=True,
+                    threads=args.threads,
+                )
+                ours_total = time.perf_counter() - t0
+                loop_s, total_s, n = bare_loop(model, prep, args.bs, args.threads)
+            else:
+                loop_s, total_s, n = bare_loop(model, prep, args.bs, args.threads)
+                t0 = time.perf_counter()
+                run = run_inference(
+                    model,
+                    prep,
+                    work / "results",
+                    batch_size=args.bs,
+                    force=True,
+                    threads=args.threads,
+                )
+                ours_total = time.perf_counter() - t0
             rows.append((n / loop_s, run["images_per_s"], n / total_s, n / ours_total))
             print(
                 f"repeat {r + 1}: bare {rows[-1][0]:.1f} img/s, reidctl infer {rows[-1][1]:.1f} "
