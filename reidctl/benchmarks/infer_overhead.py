@@ -126,32 +126,22 @@ def main(argv: list[str] | None = None) -> int:
             write_random_prep(prep, args.images)
 
         rows = []
+
+        def ours() -> tuple[dict, float]:
+            t0 = time.perf_counter()
+            run = run_inference(
+                model, prep, work / "results", batch_size=args.bs, force=True, threads=args.threads
+            )
+            return run, time.perf_counter() - t0
+
         for r in range(args.repeats):
             # swap the order every repeat so a load change on the machine hits both alike
             if r % 2:
-                t0 = time.perf_counter()
-                run = run_inference(
-                    model,
-                    prep,
-                    work / "results",
-                    batch_size=args.bs,
-                    force=True,
-                    threads=args.threads,
-                )
-                ours_total = time.perf_counter() - t0
+                run, ours_total = ours()
                 loop_s, total_s, n = bare_loop(model, prep, args.bs, args.threads)
             else:
                 loop_s, total_s, n = bare_loop(model, prep, args.bs, args.threads)
-                t0 = time.perf_counter()
-                run = run_inference(
-                    model,
-                    prep,
-                    work / "results",
-                    batch_size=args.bs,
-                    force=True,
-                    threads=args.threads,
-                )
-                ours_total = time.perf_counter() - t0
+                run, ours_total = ours()
             rows.append((n / loop_s, run["images_per_s"], n / total_s, n / ours_total))
             print(
                 f"repeat {r + 1}: bare {rows[-1][0]:.1f} img/s, reidctl infer {rows[-1][1]:.1f} "
