@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(
             {
                 "model": "aligned_reid",
-                "variant": "INT8 (all)",
+                "variant": "all, minmax",
                 "backend": b,
                 "fp32": f,
                 "int8": q,
@@ -123,22 +123,25 @@ def main(argv: list[str] | None = None) -> int:
         )
 
     # ---------------------------------------------------------------- osnet_x0_25
-    _log("osnet_x0_25: export (shared weights), preprocess, quantise two ways, guard")
+    _log("osnet_x0_25: export (shared weights), preprocess, quantise 4 ways, guard each")
     os_fp = _export("osnet_x0_25", work, weights)
     os_train = _prep(os_fp, data, work / "osnet_x0_25" / "prep-train", ("train",))
     os_test = _prep(os_fp, data, work / "osnet_x0_25" / "prep-test", ("query", "gallery"))
-    # what is kept in float: nothing; the depthwise convolutions; the channel gates (global
-    # pool -> sigmoid -> multiply), whose tiny tensors gain nothing from INT8 kernels
+    # what is kept in float: nothing; the channel gates (global pool -> sigmoid -> multiply),
+    # whose tiny tensors gain nothing from INT8 kernels; the depthwise convolutions
     variants = {
-        "INT8 (all)": [],
-        "INT8 (depthwise in float)": ["depthwise"],
-        "INT8 (gates in float)": ["GlobalAveragePool", "Sigmoid", "Mul"],
+        "all, minmax": ("minmax", []),
+        "all, percentile": ("percentile", []),
+        "gates in float, percentile": ("percentile", ["GlobalAveragePool", "Sigmoid", "Mul"]),
+        "depthwise in float, percentile": ("percentile", ["depthwise"]),
     }
     files = {}
     guards: dict[tuple[str, str], Any] = {}
-    for label, exclude in variants.items():
+    for label, (method, exclude) in variants.items():
         q = os_fp.with_name(f"model.int8.v{len(files)}.onnx")
-        int8_from_onnx(os_fp, os_train, q, samples=args.samples, exclude=exclude, force=True)
+        int8_from_onnx(
+            os_fp, os_train, q, method=method, samples=args.samples, exclude=exclude, force=True
+        )
         files[label] = q
         for b in backends:
             guards[(label, b)] = accuracy_guard(

@@ -23,6 +23,8 @@ kernels often cost more in quantise/dequantise than they save).
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import os
 import shutil
@@ -422,8 +424,9 @@ def quantize_onnx(
         root_logger, drop = logging.getLogger(), _DropAxisNotes()
         root_logger.addFilter(drop)
         try:
-            with warnings.catch_warnings():
-                # onnxruntime warns about its own recommended settings; nothing for the user
+            # onnxruntime warns about its own recommended settings and prints histogram
+            # statistics to stdout; neither is for the user, and stdout is the CLI's
+            with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
                 warnings.simplefilter("ignore")
                 quantize_static(
                     str(pre),
