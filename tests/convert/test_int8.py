@@ -277,3 +277,15 @@ def test_command_reports_guard(setup, tmp_path) -> None:
     assert res.exit_code == 0, res.output
     assert "mean cosine FP32 vs INT8" in res.output and "points" in res.output
     assert json.loads(Path(f"{out}.json").read_text())["conversion"]["exclude"] == ["depthwise"]
+
+
+def test_cli_guard_failure_exits_1(setup, tmp_path, capsys) -> None:
+    _guard_deps()
+    from reidctl.cli import main
+
+    out = tmp_path / "cli-broken.int8.onnx"
+    argv = ["convert", "int8", str(setup["model"]), "--calib", str(setup["broken"]), "-o",
+            str(out), "--eval", str(setup["eval"]), "--max-map-drop", "1"]  # fmt: skip
+    assert main(argv) == 1
+    assert "mAP dropped" in capsys.readouterr().err
+    assert not out.exists()
