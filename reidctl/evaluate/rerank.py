@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from reidctl.errors import InputError
 from reidctl.evaluate.distance import DEFAULT_METRIC, DistanceFn
-from reidctl.evaluate.rank import _stable_rank_order
+from reidctl.evaluate.rank import _monotone_bits, _stable_rank_order
 
 
 def _check_params(k1: int, k2: int, lambda_value: float) -> None:
@@ -41,39 +41,75 @@ def _check_params(k1: int, k2: int, lambda_value: float) -> None:
         raise InputError(f"re-ranking lambda must lie in [0, 1], got {lambda_value}")
 
 
-def _top_k_rows(od: np.ndarray, k: int, lanes: int = 64) -> np.ndarray:
-    """Indices of the ``k`` smallest entries of each row, ordered by (value, index).
+def _smallest_k(
+    od: np.ndarray, k: int, bound: np.ndarray | None = None, axis: int = 1
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` smallest entries of each row (``axis=1``) or column (``axis=0``) of ``od``,
+    ordered by (value, index) and limited to entries ``<= bound`` (one bound per list).
 
-    Columns are grouped into blocks (block j = columns j, j + nb, j + 2 nb, ...); the k-th
-    smallest block minimum bounds the k-th smallest entry, so only blocks whose minimum is
-    within that bound are scanned.
+    Returns ``(values, indices)`` of shape [lists, k], padded with ``(inf, -1)``. The
+    entries of a list are grouped into blocks (block t = entries t, t + nb, t + 2 nb, ...);
+    the k-th smallest block minimum bounds the k-th smallest entry, so only blocks whose
+    minimum is within that bound are read again. Works on either axis without a transpose.
     """
-    b, n = od.shape
+    num_lists, n = (od.shape[0], od.shape[1]) if axis == 1 else (od.shape[1], od.shape[0])
+    # about 8k blocks per list keep the bound tight; up to 64 entries per block
+    lanes = max(1, min(64, n // (8 * k)))
     nb = n // lanes
-    if nb < k:
-        return np.argsort(od, axis=1, kind="stable")[:, :k]
-    mins = od[:, : lanes * nb].reshape(b, lanes, nb).min(axis=1)
-    tail = n - lanes * nb
-    if tail:
-        mins = np.concatenate([mins, od[:, lanes * nb :].min(axis=1, keepdims=True)], axis=1)
-    thr = np.partition(mins, k - 1, axis=1)[:, k - 1]
+    main = lanes * nb
+    if axis == 1:
+        mins = od[:, :main].reshape(num_lists, lanes, nb).min(axis=1)
+        tail = od[:, main:].min(axis=1) if main < n else None
+    else:
+        mins = od[:main].reshape(lanes, nb, num_lists).min(axis=0).T
+        tail = od[main:].min(axis=0) if main < n else None
+    if tail is not None:
+        mins = np.concatenate([mins, tail[:, None]], axis=1)
+    if mins.shape[1] >= k:
+        thr = np.partition(mins, k - 1, axis=1)[:, k - 1]
+    else:
+        thr = np.full(num_lists, np.inf, dtype=od.dtype)
+    if bound is not None:
+        thr = np.minimum(thr, bound)
     br, bc = np.nonzero(mins <= thr[:, None])
-    cols = np.where(
-        (bc < nb)[:, None],
-        bc[:, None] + np.arange(lanes)[None, :] * nb,
-        lanes * nb + np.arange(lanes)[None, :],
-    )
-    inside = cols < n
-    cols = np.minimum(cols, n - 1)
-    vals = od[br[:, None], cols]
+    lane = np.arange(lanes)[None, :]
+    pos = bc[:, None] + lane * nb
+    in_tail = np.flatnonzero(bc == nb)
+    if len(in_tail):
+        pos[in_tail] = main + lane
+    inside = pos < n
+    if len(in_tail):
+        np.minimum(pos, n - 1, out=pos)
+    vals = od[br[:, None], pos] if axis == 1 else od[pos, br[:, None]]
     keep = inside & (vals <= thr[br][:, None])
-    r = np.broadcast_to(br[:, None], cols.shape)[keep]
-    c, v = cols[keep], vals[keep]
-    order = _stable_rank_order(r, v, c, b, n)
-    r, c = r[order], c[order]
-    start = np.searchsorted(r, np.arange(b))
-    first = (np.arange(len(r)) - start[r]) < k
-    return c[first].reshape(b, k)
+    r = np.broadcast_to(br[:, None], pos.shape)[keep]
+    c, v = pos[keep], vals[keep]
+    order = _stable_rank_order(r, v, c, num_lists, n)
+    r, c, v = r[order], c[order], v[order]
+    rank = np.arange(len(r)) - np.searchsorted(r, np.arange(num_lists))[r]
+    sel = rank < k
+    out_v = np.full((num_lists, k), np.inf, dtype=np.float32)
+    out_i = np.full((num_lists, k), -1, dtype=np.int64)
+    out_v[r[sel], rank[sel]] = v[sel]
+    out_i[r[sel], rank[sel]] = c[sel]
+    return out_v, out_i
+
+
+def _top_k_rows(od: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the ``k`` smallest entries of each row, ordered by (value, index)."""
+    return _smallest_k(od, k)[1]
+
+
+def _merge_neighbours(
+    v1: np.ndarray, i1: np.ndarray, v2: np.ndarray, i2: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` smallest of two candidate lists per row, by (value, index); padding
+    entries ``(inf, -1)`` sort last."""
+    vals = np.concatenate([v1, v2], axis=1)
+    idx = np.concatenate([np.where(v1 == np.inf, -1, i1), i2], axis=1)
+    key = (_monotone_bits(vals) << np.uint64(32)) | idx.astype(np.uint64)
+    order = np.argsort(key, axis=1)[:, :k]
+    return np.take_along_axis(vals, order, axis=1), np.take_along_axis(idx, order, axis=1)
 
 
 def _reciprocal(top: np.ndarray, rows: np.ndarray, k: int) -> np.ndarray:
@@ -102,19 +138,29 @@ def re_ranking_fn(
     half = min(int(np.around(k1 / 2.0)) + 1, n)
     k2 = min(k2, n)
 
-    # 1. one pass over all rows: row maxima, neighbour lists, the query x gallery block
+    # 1. one pass over the upper triangle (the distance is symmetric): each row chunk meets
+    # the columns from its own start on; what it contributes to later rows (the transposed
+    # block) is folded into their running maxima and neighbour candidates
     top = np.empty((n, kk), dtype=np.int64)
-    rowmax = np.empty(n, dtype=np.float32)
+    rowmax = np.zeros(n, dtype=np.float32)
+    run_val = np.full((n, kk), np.inf, dtype=np.float32)
+    run_idx = np.full((n, kk), -1, dtype=np.int64)
     qg = np.empty((nq, ng), dtype=np.float32)
-    buf = np.empty((min(chunk, n), n), dtype=np.float32)
     for a in tqdm(range(0, n, chunk), desc="re-ranking: neighbours", disable=not progress):
         b = min(a + chunk, n)
-        od = dist.block(np.arange(a, b), 0, n, out=buf[: b - a], squared=True)
-        rowmax[a:b] = od.max(axis=1)
+        blk = dist.block(np.arange(a, b), a, n, squared=True)
+        np.maximum(rowmax[a:b], blk.max(axis=1), out=rowmax[a:b])
+        v, i = _smallest_k(blk, kk, run_val[a:b, -1], axis=1)
+        top[a:b] = _merge_neighbours(v, i + a, run_val[a:b], run_idx[a:b], kk)[1]
         if a < nq:
-            qg[a : min(b, nq)] = od[: min(b, nq) - a, nq:]
-        top[a:b] = _top_k_rows(od, kk)
-    del buf
+            qg[a : min(b, nq)] = blk[: min(b, nq) - a, nq - a :]
+        if b < n:
+            low = blk[:, b - a :]  # od[a:b, j] for j >= b, i.e. row segments of later rows
+            np.maximum(rowmax[b:], low.max(axis=0), out=rowmax[b:])
+            v, i = _smallest_k(low, kk, run_val[b:, -1], axis=0)
+            run_val[b:], run_idx[b:] = _merge_neighbours(v, i + a, run_val[b:], run_idx[b:], kk)
+        del blk
+    del run_val, run_idx
     rowmax = np.maximum(rowmax, np.float32(np.finfo(np.float32).tiny))
 
     # 2. expanded k-reciprocal sets and their weights (sparse V)

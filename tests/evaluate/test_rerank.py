@@ -94,3 +94,18 @@ def test_bad_parameters():
         re_ranking(q, g, k1=0)
     with pytest.raises(InputError, match="lambda"):
         re_ranking(q, g, lambda_value=1.5)
+
+
+def test_smallest_k_columns_with_bound():
+    from reidctl.evaluate.rerank import _smallest_k
+
+    od = np.random.default_rng(1).integers(0, 30, (500, 40)).astype(np.float32)
+    bound = np.random.default_rng(2).integers(0, 4, 40).astype(np.float32)
+    v, i = _smallest_k(od, 21, bound, axis=0)
+    for col in range(40):
+        order = np.argsort(od[:, col], kind="stable")
+        order = order[od[order, col] <= bound[col]][:21]
+        n = len(order)
+        np.testing.assert_array_equal(i[col, :n], order)
+        np.testing.assert_array_equal(v[col, :n], od[order, col])
+        assert (i[col, n:] == -1).all() and np.isinf(v[col, n:]).all()
