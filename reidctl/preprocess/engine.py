@@ -295,6 +295,18 @@ def _worker_task(args: tuple[list[ManifestEntry], str, str, TensorSettings, bool
     )
 
 
+def _start_method() -> str:
+    """``fork`` (cheapest: workers start in milliseconds) unless threads other than tqdm's
+    idle monitor run, since a thread holding a lock at fork time can deadlock the child
+    (e.g. inside a Ray worker); then ``spawn``."""
+    others = [
+        t
+        for t in threading.enumerate()
+        if t is not threading.main_thread() and type(t).__name__ != "TMonitor"
+    ]
+    return "fork" if sys.platform == "linux" and not others else "spawn"
+
+
 def default_workers() -> int:
     """The cores this process may use."""
     try:
@@ -353,9 +365,7 @@ def write_tensors(
                 total.add(r)
                 bar.update(len(c))
             return total
-        # fork is the cheapest start, but unsafe once other threads run (e.g. under Ray)
-        method = "fork" if threading.active_count() == 1 and sys.platform == "linux" else "spawn"
-        with mp.get_context(method).Pool(workers, initializer=_init_worker) as pool:
+        with mp.get_context(_start_method()).Pool(workers, initializer=_init_worker) as pool:
             bar = tqdm(
                 total=len(entries),
                 initial=total.skipped,
