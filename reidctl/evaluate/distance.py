@@ -133,17 +133,15 @@ class DistanceFn:
     ) -> np.ndarray:
         """Distances of items ``rows`` to items ``c0..c1-1``: float32 [len(rows), c1 - c0].
 
-        With ``squared`` the distances are squared (computed directly for ``euclidean``).
+        With ``squared`` the distances are squared afterwards (as the re-ranking code squares
+        the distances it is given: same rounding, so the same ties).
         """
         rows = np.asarray(rows)
         if out is None:
             out = np.empty((len(rows), c1 - c0), dtype=np.float32)
         if self.x is not None:
             np.matmul(self.x[rows], self.x[c0:c1].T, out=out)
-            metric = self.metric
-            if squared and metric == "euclidean" and self.local is None:
-                metric, squared = "sqeuclidean", False
-            finish_distance(out, self.sq[rows], self.sq[c0:c1], metric)
+            finish_distance(out, self.sq[rows], self.sq[c0:c1], self.metric)
             if self.local is not None:
                 loc = self.local.block(rows, c0, c1)
                 loc *= self.local_weight

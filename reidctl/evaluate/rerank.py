@@ -112,6 +112,30 @@ def _merge_neighbours(
     return np.take_along_axis(vals, order, axis=1), np.take_along_axis(idx, order, axis=1)
 
 
+def _normalised_order(
+    dist: DistanceFn,
+    rows: np.ndarray,
+    vals: np.ndarray,
+    idx: np.ndarray,
+    rowmax: np.ndarray,
+    k: int,
+) -> np.ndarray:
+    """First ``k`` neighbours by (float32 distance / row maximum, index), as the authors'
+    argsort of the normalised matrix orders them. ``vals`` / ``idx``: each row's smallest
+    distances (more than ``k``); a row whose spare candidates still tie with the k-th is
+    recomputed in full."""
+    norm = vals / rowmax[:, None]
+    key = (_monotone_bits(norm) << np.uint64(32)) | np.where(idx < 0, -1, idx).astype(np.uint64)
+    order = np.argsort(key, axis=1)
+    out = np.take_along_axis(idx, order[:, :k], axis=1)
+    kth = np.take_along_axis(norm, order[:, k - 1 : k], axis=1)[:, 0]
+    unsure = np.flatnonzero((norm[:, -1] <= kth) & (idx[:, -1] >= 0))
+    for r in unsure:
+        full = dist.block(rows[r : r + 1], 0, dist.n, squared=True)[0] / rowmax[r]
+        out[r] = np.argsort(full, kind="stable")[:k]
+    return out
+
+
 def _reciprocal(top: np.ndarray, rows: np.ndarray, k: int) -> np.ndarray:
     """mask[i, a]: item top[i, a] has row i among its own first ``k`` neighbours."""
     lists = top[rows, :k]
@@ -143,22 +167,26 @@ def re_ranking_fn(
     # block) is folded into their running maxima and neighbour candidates
     top = np.empty((n, kk), dtype=np.int64)
     rowmax = np.zeros(n, dtype=np.float32)
-    run_val = np.full((n, kk), np.inf, dtype=np.float32)
-    run_idx = np.full((n, kk), -1, dtype=np.int64)
+    # a few spare candidates: the authors sort by distance / row maximum in float32, which
+    # can turn nearly equal distances into ties broken by index
+    cap = min(kk + 8, n)
+    run_val = np.full((n, cap), np.inf, dtype=np.float32)
+    run_idx = np.full((n, cap), -1, dtype=np.int64)
     qg = np.empty((nq, ng), dtype=np.float32)
     for a in tqdm(range(0, n, chunk), desc="re-ranking: neighbours", disable=not progress):
         b = min(a + chunk, n)
         blk = dist.block(np.arange(a, b), a, n, squared=True)
         np.maximum(rowmax[a:b], blk.max(axis=1), out=rowmax[a:b])
-        v, i = _smallest_k(blk, kk, run_val[a:b, -1], axis=1)
-        top[a:b] = _merge_neighbours(v, i + a, run_val[a:b], run_idx[a:b], kk)[1]
+        v, i = _smallest_k(blk, cap, run_val[a:b, -1], axis=1)
+        v, i = _merge_neighbours(v, i + a, run_val[a:b], run_idx[a:b], cap)
+        top[a:b] = _normalised_order(dist, np.arange(a, b), v, i, rowmax[a:b], kk)
         if a < nq:
             qg[a : min(b, nq)] = blk[: min(b, nq) - a, nq - a :]
         if b < n:
             low = blk[:, b - a :]  # od[a:b, j] for j >= b, i.e. row segments of later rows
             np.maximum(rowmax[b:], low.max(axis=0), out=rowmax[b:])
-            v, i = _smallest_k(low, kk, run_val[b:, -1], axis=0)
-            run_val[b:], run_idx[b:] = _merge_neighbours(v, i + a, run_val[b:], run_idx[b:], kk)
+            v, i = _smallest_k(low, cap, run_val[b:, -1], axis=0)
+            run_val[b:], run_idx[b:] = _merge_neighbours(v, i + a, run_val[b:], run_idx[b:], cap)
         del blk
     del run_val, run_idx
     rowmax = np.maximum(rowmax, np.float32(np.finfo(np.float32).tiny))
