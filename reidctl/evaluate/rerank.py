@@ -119,21 +119,23 @@ def _normalised_order(
     idx: np.ndarray,
     rowmax: np.ndarray,
     k: int,
-) -> np.ndarray:
+) -> tuple[np.ndarray, np.ndarray]:
     """First ``k`` neighbours by (float32 distance / row maximum, index), as the authors'
     argsort of the normalised matrix orders them. ``vals`` / ``idx``: each row's smallest
     distances (more than ``k``); a row whose spare candidates still tie with the k-th is
-    recomputed in full."""
+    recomputed in full. Returns the neighbours and their distances."""
     norm = vals / rowmax[:, None]
     key = (_monotone_bits(norm) << np.uint64(32)) | np.where(idx < 0, -1, idx).astype(np.uint64)
     order = np.argsort(key, axis=1)
     out = np.take_along_axis(idx, order[:, :k], axis=1)
+    out_val = np.take_along_axis(vals, order[:, :k], axis=1)
     kth = np.take_along_axis(norm, order[:, k - 1 : k], axis=1)[:, 0]
     unsure = np.flatnonzero((norm[:, -1] <= kth) & (idx[:, -1] >= 0))
     for r in unsure:
-        full = dist.block(rows[r : r + 1], 0, dist.n, squared=True)[0] / rowmax[r]
-        out[r] = np.argsort(full, kind="stable")[:k]
-    return out
+        od = dist.block(rows[r : r + 1], 0, dist.n, squared=True)[0]
+        out[r] = np.argsort(od / rowmax[r], kind="stable")[:k]
+        out_val[r] = od[out[r]]
+    return out, out_val
 
 
 def _reciprocal(top: np.ndarray, rows: np.ndarray, k: int) -> np.ndarray:
@@ -166,6 +168,7 @@ def re_ranking_fn(
     # the columns from its own start on; what it contributes to later rows (the transposed
     # block) is folded into their running maxima and neighbour candidates
     top = np.empty((n, kk), dtype=np.int64)
+    top_od = np.empty((n, kk), dtype=np.float32)
     rowmax = np.zeros(n, dtype=np.float32)
     # a few spare candidates: the authors sort by distance / row maximum in float32, which
     # can turn nearly equal distances into ties broken by index
@@ -179,7 +182,7 @@ def re_ranking_fn(
         np.maximum(rowmax[a:b], blk.max(axis=1), out=rowmax[a:b])
         v, i = _smallest_k(blk, cap, run_val[a:b, -1], axis=1)
         v, i = _merge_neighbours(v, i + a, run_val[a:b], run_idx[a:b], cap)
-        top[a:b] = _normalised_order(dist, np.arange(a, b), v, i, rowmax[a:b], kk)
+        top[a:b], top_od[a:b] = _normalised_order(dist, np.arange(a, b), v, i, rowmax[a:b], kk)
         if a < nq:
             qg[a : min(b, nq)] = blk[: min(b, nq) - a, nq - a :]
         if b < n:
@@ -219,8 +222,14 @@ def re_ranking_fn(
     vi = np.concatenate(rows_all)
     vj = np.concatenate(cols_all)
     del rows_all, cols_all
-    od = dist.pairs(vi, vj)
-    np.square(od, out=od)
+    # most pairs are in the row's own neighbour list, whose distances are known
+    od = np.empty(len(vi), dtype=np.float32)
+    hit = top[vi] == vj[:, None]
+    known = hit.any(axis=1)
+    od[known] = top_od[vi[known]][hit[known]]
+    del hit
+    rest = np.flatnonzero(~known)
+    od[rest] = np.square(dist.pairs(vi[rest], vj[rest]))
     w = np.exp(-(od / rowmax[vi]).astype(np.float64))
     w /= np.bincount(vi, weights=w, minlength=n)[vi]
     V = sparse.csr_matrix((w.astype(np.float32), (vi, vj)), shape=(n, n))
@@ -237,7 +246,7 @@ def re_ranking_fn(
             shape=(n, n),
         )
         V = (qe @ V).tocsr()
-    del top
+    del top, top_od
     V.sort_indices()
 
     # 4.-5. Jaccard distance for query x gallery, combined in place with the original
