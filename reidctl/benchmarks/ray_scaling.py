@@ -1,0 +1,163 @@
+"""Inference scaling on Ray: 1 vs 2 local workers (one thread each) on the same tensors.
+
+Run ``python -m reidctl.benchmarks.ray_scaling`` (512 tensors of 3x256x128 through OSNet
+x0.25 with random weights, exported to ONNX in a temporary folder) or pass ``--model``
+for your own ONNX (its sidecar's input size is used). A local Ray instance is started once
+with ``--cpus`` CPUs; every configuration runs ``--repeats`` times and the best is kept.
+
+Reported per configuration: shard processing wall time (``run.json`` ``wall_s``: from the
+first shard submitted to the last one back, model loading excluded), images per second,
+end-to-end time of the call (Ray actors started and models loaded included), and the
+speed-up over the 1-worker Ray run and over a single-process ``run_inference`` with one
+onnxruntime thread measured in the same run (the baseline).
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import click
+import numpy as np
+
+from reidctl.artifacts import ManifestEntry, read_sidecar, tool_info, write_manifest
+from reidctl.io import write_json_atomic
+from reidctl.specs import PreprocessSpec
+
+
+def synthetic_prep(out: Path, n: int, height: int, width: int, seed: int = 0) -> Path:
+    """A preprocessed set (docs/formats.md section 2) of ``n`` seeded random tensors."""
+    out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    entries = []
+    for i in range(n):
+        split = "query" if i < n // 4 else "gallery"
+        name = f"{split}_{i:06d}.bin"
+        rng.standard_normal((3, height, width), dtype=np.float32).astype("<f4").tofile(out / name)
+        entries.append(ManifestEntry(i, name, f"{split}/{i:06d}.jpg", 1 + i % 50, 1 + i % 6, split))
+    write_manifest(out / "manifest.jsonl", entries)
+    counts = {"query": n // 4, "gallery": n - n // 4}
+    write_json_atomic(
+        out / "meta.json",
+        {
+            "format": "reidctl.prep/1",
+            "layout": "synthetic",
+            "root": str(out),
+            "splits": ["query", "gallery"],
+            "preprocess": PreprocessSpec(height=height, width=width).to_dict(),
+            "flip": False,
+            "dtype": "float32",
+            "shape": [3, height, width],
+            "num_tensors": n,
+            "counts": counts,
+            "tool": tool_info(),
+        },
+    )
+    return out
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--n", "n", type=int, default=512, show_default=True, help="Tensors to infer.")
+@click.option("--model", type=click.Path(dir_okay=False, path_type=Path), help="ONNX model.")
+@click.option("--bs", "batch_size", type=int, default=16, show_default=True)
+@click.option("--shard-size", type=int, default=64, show_default=True, help="Rows per shard.")
+@click.option("--cpus", type=int, default=2, show_default=True, help="CPUs of local Ray.")
+@click.option("--repeats", type=int, default=2, show_default=True)
+@click.option("--quick", is_flag=True, help="128 tensors, 1 repeat.")
+def main(
+    n: int,
+    model: Path | None,
+    batch_size: int,
+    shard_size: int,
+    cpus: int,
+    repeats: int,
+    quick: bool,
+) -> None:
+    """Images/s of `infer --engine ray` with 1 and 2 workers, against one process.
+
+    \b
+    Examples:
+      python -m reidctl.benchmarks.ray_scaling
+      python -m reidctl.benchmarks.ray_scaling --model osnet.onnx --n 2048
+    """
+    from reidctl.benchmarks.faiss_search import _cpu_name
+    from reidctl.runners.infer import run_inference
+    from reidctl.scale._optional import import_ray
+    from reidctl.scale.ray_engine import connect, infer_ray
+
+    ray = import_ray()
+    if quick:
+        n, repeats = 128, 1
+
+    def log(msg: str) -> None:
+        click.echo(f"[{time.strftime('%H:%M:%S')}] {msg}", err=True)
+
+    with tempfile.TemporaryDirectory(prefix="reidctl-ray-bench-") as tmp:
+        tmp_path = Path(tmp)
+        if model is None:
+            from reidctl.convert.onnx import onnx_from_torch
+
+            model = tmp_path / "osnet_x0_25.onnx"
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                onnx_from_torch("osnet_x0_25", model, validate_batches=(1,))
+            log("exported osnet_x0_25 (random weights)")
+        pre = read_sidecar(model)["preprocess"]
+        prep = synthetic_prep(tmp_path / "prep", n, int(pre["height"]), int(pre["width"]))
+        log(f"{n} tensors of 3x{pre['height']}x{pre['width']} written")
+
+        rows = []
+        t0 = time.perf_counter()
+        best = None
+        for r in range(repeats):
+            run = run_inference(
+                model, prep, tmp_path / f"single{r}", batch_size=batch_size, threads=1
+            )
+            best = run if best is None or run["wall_s"] < best["wall_s"] else best
+        assert best is not None
+        single_s = best["wall_s"]
+        rows.append(("single process, 1 thread", 1, single_s, (time.perf_counter() - t0) / repeats))
+        log(f"single process: {single_s:.2f} s")
+        with connect(num_cpus=cpus, object_store_memory=200 * 2**20):
+            for workers in (1, 2):
+                best_s, e2e = None, None
+                for r in range(repeats):
+                    t0 = time.perf_counter()
+                    run = infer_ray(
+                        model,
+                        prep,
+                        tmp_path / f"ray{workers}_{r}",
+                        batch_size=batch_size,
+                        workers=workers,
+                        shard_size=shard_size,
+                    )
+                    total = time.perf_counter() - t0
+                    if best_s is None or run["wall_s"] < best_s:
+                        best_s, e2e = run["wall_s"], total
+                assert best_s is not None and e2e is not None
+                rows.append((f"ray, {workers} worker(s) x 1 thread", workers, best_s, e2e))
+                log(f"ray {workers} worker(s): {best_s:.2f} s")
+            ray_version = ray.__version__
+
+    one_ray = rows[1][2]
+    click.echo(
+        f"\nRay {ray_version}, {_cpu_name()}; {n} tensors, batch {batch_size}, shards of "
+        f"{shard_size}, best of {repeats}; model {model.name}\n"
+    )
+    click.echo(
+        "| configuration | workers | shards wall (s) | images/s | end-to-end (s) "
+        "| speed-up vs 1 Ray worker | speed-up vs single process |"
+    )
+    click.echo("|---|---|---|---|---|---|---|")
+    for label, workers, wall, e2e in rows:
+        click.echo(
+            f"| {label} | {workers} | {wall:.2f} | {n / wall:.1f} | {e2e:.2f} "
+            f"| {one_ray / wall:.2f}x | {single_s / wall:.2f}x |"
+        )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
