@@ -10,6 +10,8 @@ memory stays bounded at any gallery size.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 from tqdm import tqdm
 
@@ -47,42 +49,64 @@ class LocalDistance:
         rows: np.ndarray,
         c0: int,
         c1: int,
-        chunk_cells: int = 1 << 21,
+        rows_per_chunk: int = 64,
+        tile: int = 1024,
         progress: bool = False,
+        threads: int = 2,
     ) -> np.ndarray:
         """Local distances of items ``rows`` to items ``c0..c1-1``: float32 [len(rows), c1-c0].
 
-        ``chunk_cells`` bounds the rows x columns handled at once (memory about
-        ``3 * S * chunk_cells * 4`` bytes).
+        Works on ``rows_per_chunk`` x ``tile`` items at a time (a few MB, so every pass stays
+        in cache).
         """
         rows = np.asarray(rows)
         m = c1 - c0
         out = np.empty((len(rows), m), dtype=np.float32)
         s = self.s
-        # stripe-major gallery layout makes every [B, M] slice below contiguous
-        g = np.ascontiguousarray(self.x[c0:c1].transpose(1, 0, 2)).reshape(s * m, self.d)
-        gsq = np.ascontiguousarray(self.sq[c0:c1].T)  # [S, M]
-        step = max(1, chunk_cells // max(m, 1))
-        chunks = range(0, len(rows), step)
-        for a in tqdm(chunks, desc="local distance", unit="chunk", disable=not progress):
-            r = rows[a : a + step]
-            out[a : a + len(r)] = self._dp(self.x[r], self.sq[r], g, gsq, m)
+        # d^2 / 4 = left . right with left = [x, |x|^2, 1], right = [-x / 2, 1 / 4, |y|^2 / 4]:
+        # the matrix multiply yields the squared distance (halved under the root) directly
+        left = np.concatenate(
+            [self.x[rows], self.sq[rows][..., None], np.ones((len(rows), s, 1), np.float32)],
+            axis=2,
+        )
+        g = self.x[c0:c1]
+        right = np.concatenate(
+            [-0.5 * g, np.full((m, s, 1), 0.25, np.float32), 0.25 * self.sq[c0:c1][..., None]],
+            axis=2,
+        ).astype(np.float32)
+        tiles = [
+            np.ascontiguousarray(right[t : t + tile].transpose(1, 0, 2)).reshape(-1, self.d + 2)
+            for t in range(0, m, tile)
+        ]  # stripe-major: row j * width + k is stripe j of item t + k
+
+        def work(a: int) -> None:
+            qa = left[a : a + rows_per_chunk]
+            for n, t in enumerate(range(0, m, tile)):
+                width = min(tile, m - t)
+                out[a : a + len(qa), t : t + width] = self._dp(qa, tiles[n], width)
+
+        chunks = range(0, len(rows), rows_per_chunk)
+        # numpy releases the GIL: a second thread runs the element-wise passes of one chunk
+        # while the matrix multiply of another uses the BLAS threads
+        with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+            done = pool.map(work, chunks)
+            for _ in tqdm(done, total=len(chunks), desc="local distance", disable=not progress):
+                pass
         return out
 
-    def _dp(self, qa, qsq, g, gsq, m):
+    def _dp(self, qa: np.ndarray, g: np.ndarray, m: int) -> np.ndarray:
         b, s = len(qa), self.s
-        buf = np.empty((b, s * m), dtype=np.float32)
+        # every query stripe against every gallery stripe in one multiply: [b, s, s, m]
+        buf = np.matmul(qa.reshape(b * s, -1), g.T)
+        np.maximum(buf, 0.0, out=buf)
+        np.sqrt(buf, out=buf)
+        np.tanh(buf, out=buf)
+        v = buf.reshape(b, s, s, m)
         prev = np.empty((s, b, m), dtype=np.float32)
         cur = np.empty((s, b, m), dtype=np.float32)
         for i in range(s):
-            np.matmul(qa[:, i, :], g.T, out=buf)
-            v = buf.reshape(b, s, m)
-            v *= np.float32(-2.0)
-            v += qsq[:, i, None, None]
-            v += gsq[None, :, :]
-            _squash_inplace(v)
             for j in range(s):
-                cell = v[:, j, :]
+                cell = v[:, i, j, :]
                 if i == 0 and j == 0:
                     cur[0] = cell
                 elif i == 0:
@@ -93,7 +117,7 @@ class LocalDistance:
                     np.minimum(prev[j], cur[j - 1], out=cur[j])
                     cur[j] += cell
             prev, cur = cur, prev
-        return prev[s - 1].copy()
+        return prev[s - 1]
 
     def pairs(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
         """Local distances of the item pairs ``(i[p], j[p])``: float32 [P]."""
@@ -123,15 +147,13 @@ def _shortest_path(dist: np.ndarray) -> np.ndarray:
 def local_distance(
     q_local: np.ndarray,
     g_local: np.ndarray,
-    chunk_cells: int = 1 << 21,
     progress: bool = False,
 ) -> np.ndarray:
     """AlignedReID local distance matrix [Nq, Ng] (float32, values in [0, 2 * S - 1]).
 
     ``q_local`` [Nq, S, D] and ``g_local`` [Ng, S, D] are the stripe features (normalise
     them along D first, as AlignedReID does, if the model's features are normalised).
-    ``chunk_cells`` bounds the query x gallery cells computed at once; peak extra memory is
-    about ``3 * S * chunk_cells * 4`` bytes (200 MB for 8 stripes at the default).
+    Computed in cache-sized tiles; extra memory is one stripe-major copy of the gallery.
     """
     q = _check_local(q_local, "query local features")
     g = _check_local(g_local, "gallery local features")
@@ -141,4 +163,4 @@ def local_distance(
         )
     loc = LocalDistance(np.concatenate([q, g]))
     nq, ng = len(q), len(g)
-    return loc.block(np.arange(nq), nq, nq + ng, chunk_cells=chunk_cells, progress=progress)
+    return loc.block(np.arange(nq), nq, nq + ng, progress=progress)

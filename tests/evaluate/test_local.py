@@ -25,14 +25,17 @@ def test_golden_two_stripes():
     assert local_distance(z, z)[0, 0] == pytest.approx(0.0, abs=1e-6)
 
 
-@pytest.mark.parametrize("chunk_cells", [1, 7, 1 << 20])
-def test_equals_alignedreid_reference(chunk_cells):
-    rng = np.random.default_rng(chunk_cells)
+@pytest.mark.parametrize(("rows", "tile"), [(1, 1), (4, 7), (64, 1024)])
+def test_equals_alignedreid_reference(rows, tile):
+    rng = np.random.default_rng(tile)
     x = rng.standard_normal((13, 6, 8)).astype(np.float32)
     y = rng.standard_normal((29, 6, 8)).astype(np.float32)
-    fast = local_distance(x, y, chunk_cells=chunk_cells)
-    np.testing.assert_allclose(fast, local_dist_dense(x, y), atol=1e-5)
+    ref = local_dist_dense(x, y)
+    np.testing.assert_allclose(local_distance(x, y), ref, atol=1e-5)
     loc = LocalDistance(np.concatenate([x, y]))
+    np.testing.assert_allclose(
+        loc.block(np.arange(13), 13, 42, rows_per_chunk=rows, tile=tile), ref, atol=1e-5
+    )
     # distinct items only: sqrt amplifies float32 cancellation at distance ~0
     i, j = rng.integers(0, 13, 50), rng.integers(13, 42, 50)
     full = local_dist_dense(loc.x, loc.x)
