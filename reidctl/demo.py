@@ -248,6 +248,9 @@ def run_demo(
                 prep_train,
                 int8_file,
                 samples=64,
+                # percentile ranges ignore the rare extreme activations that minmax keeps;
+                # on osnet_x0_25 / market1501-mini that halves the mAP drop
+                method="percentile",
                 eval_dir=prep_test,
                 threads=settings.threads,
                 force=True,
@@ -379,7 +382,7 @@ def render_report(result: DemoResult, settings: DemoSettings, bench: Any) -> str
         lines += [
             "## INT8 (ONNX Runtime static quantisation, QDQ)",
             "",
-            f"Calibrated on the train split; kept in float: {excl}.",
+            f"Calibrated (percentile) on the train split; kept in float: {excl}.",
             "",
             _table(
                 ["", "rank-1", "mAP"],

@@ -474,6 +474,14 @@ def _sidecar_inputs(model_file: Path) -> tuple[TensorSpec, ...]:
         return ()
 
 
+def _sidecar_field(model_file: Path, key: str) -> Any:
+    side = model_file.with_name(model_file.name + ".json")
+    try:
+        return read_json(side, "model sidecar").get(key) if side.is_file() else None
+    except FormatError:
+        return None
+
+
 def make_runner(backend: str, model_file: str, options: dict[str, Any]) -> Any:
     """``get_runner(backend)(model_file, **options)``, dropping options the back end does not
     accept (its ``accepted_options``), with a warning, so ``--threads`` works for every
@@ -521,7 +529,11 @@ def run_bench(
     factory = runner_factory or make_runner
     result = BenchResult(
         models={
-            lab: {"file": str(f.resolve()), "sha256": sha256_file(f) if f.is_file() else None}
+            lab: {
+                "file": str(f.resolve()),
+                "sha256": sha256_file(f) if f.is_file() else None,
+                "model": _sidecar_field(f, "model"),
+            }
             for lab, f in zip(labels, files, strict=True)
         },
         backends=tuple(backends),
@@ -716,8 +728,10 @@ def plot_throughput(result: BenchResult, path: str | os.PathLike[str], title: st
         ax.set_xticklabels([str(b) for b in result.settings.batch_sizes])
         ax.set_xlabel("batch size")
         ax.set_ylabel("throughput (images/s)")
+        names = [m.get("model") or lab for lab, m in result.models.items()]
         ax.set_title(
-            title or f"{', '.join(result.models)} on {result.machine.get('cpu', '?')}", fontsize=9
+            title or f"{', '.join(dict.fromkeys(names))} on {result.machine.get('cpu', '?')}",
+            fontsize=9,
         )
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
