@@ -441,6 +441,16 @@ def quantize_onnx(
                     calibrate_method=calib_methods[method],
                     extra_options={"CalibMaxIntermediateOutputs": 16},
                 )
+        except ValueError as e:
+            if "bins" not in str(e):
+                raise
+            # numpy cannot histogram a tensor whose values (nearly) never change, which
+            # only the histogram-based calibrators need
+            raise InputError(
+                f"{method} calibration of {model_file} failed: an activation is (nearly) "
+                f"constant over the calibration set ({e}); use --method minmax, or calibrate "
+                "on more varied data"
+            ) from e
         finally:
             root_logger.removeFilter(drop)
     qmodel = onnx.load(str(output), load_external_data=False)
