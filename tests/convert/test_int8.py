@@ -289,3 +289,29 @@ def test_cli_guard_failure_exits_1(setup, tmp_path, capsys) -> None:
     assert main(argv) == 1
     assert "mAP dropped" in capsys.readouterr().err
     assert not out.exists()
+
+
+@pytest.mark.slow
+@pytest.mark.shared
+def test_real_osnet_int8_keeps_accuracy(market_mini, osnet_weights, tmp_path) -> None:
+    """osnet_x0_25 with its Market-1501 weights: percentile INT8 keeps the features (cosine
+    >= 0.99) and mAP within 1 point on market1501-mini, calibrated on its train split."""
+    _guard_deps()
+    from reidctl.convert.onnx import onnx_from_torch
+    from reidctl.models.registry import get_spec
+    from reidctl.preprocess import preprocess_dataset
+
+    model = tmp_path / "osnet.onnx"
+    onnx_from_torch("osnet_x0_25", model, weights=osnet_weights, validate_batches=(1,))
+    spec = get_spec("osnet_x0_25").preprocess
+    train, test = tmp_path / "train", tmp_path / "test"
+    preprocess_dataset("market1501", market_mini, train, spec=spec, splits=("train",))
+    preprocess_dataset("market1501", market_mini, test, spec=spec, splits=("query", "gallery"))
+    side = int8.int8_from_onnx(
+        model, train, tmp_path / "osnet.int8.onnx", method="percentile", eval_dir=test,
+        max_map_drop=1.0, threads=2,
+    )  # fmt: skip
+    guard = side["conversion"]["accuracy_guard"]
+    assert guard["fp32"]["mAP"] == pytest.approx(0.9247, abs=1e-3)
+    assert guard["mean_cosine"] >= 0.99
+    assert guard["delta_map_points"] >= -1.0
