@@ -81,9 +81,16 @@ class LocalDistance:
 
         def work(a: int) -> None:
             qa = left[a : a + rows_per_chunk]
+            b = len(qa)
+            # buffers reused across tiles: fresh multi-MB arrays would cost page faults
+            bufs = (
+                np.empty((b * s, s * min(tile, m)), dtype=np.float32),
+                np.empty((s, b, min(tile, m)), dtype=np.float32),
+                np.empty((s, b, min(tile, m)), dtype=np.float32),
+            )
             for n, t in enumerate(range(0, m, tile)):
                 width = min(tile, m - t)
-                out[a : a + len(qa), t : t + width] = self._dp(qa, tiles[n], width)
+                out[a : a + b, t : t + width] = self._dp(qa, tiles[n], width, bufs)
 
         chunks = range(0, len(rows), rows_per_chunk)
         # numpy releases the GIL: a second thread runs the element-wise passes of one chunk
@@ -94,16 +101,18 @@ class LocalDistance:
                 pass
         return out
 
-    def _dp(self, qa: np.ndarray, g: np.ndarray, m: int) -> np.ndarray:
+    def _dp(self, qa: np.ndarray, g: np.ndarray, m: int, bufs: tuple) -> np.ndarray:
         b, s = len(qa), self.s
         # every query stripe against every gallery stripe in one multiply: [b, s, s, m]
-        buf = np.matmul(qa.reshape(b * s, -1), g.T)
+        buf = bufs[0][:, : s * m]
+        if m * s != bufs[0].shape[1]:
+            buf = np.empty((b * s, s * m), dtype=np.float32)
+        np.matmul(qa.reshape(b * s, -1), g.T, out=buf)
         np.maximum(buf, 0.0, out=buf)
         np.sqrt(buf, out=buf)
         np.tanh(buf, out=buf)
         v = buf.reshape(b, s, s, m)
-        prev = np.empty((s, b, m), dtype=np.float32)
-        cur = np.empty((s, b, m), dtype=np.float32)
+        prev, cur = bufs[1][:, :, :m], bufs[2][:, :, :m]
         for i in range(s):
             for j in range(s):
                 cell = v[:, i, j, :]
@@ -117,7 +126,7 @@ class LocalDistance:
                     np.minimum(prev[j], cur[j - 1], out=cur[j])
                     cur[j] += cell
             prev, cur = cur, prev
-        return prev[s - 1]
+        return prev[s - 1].copy()
 
     def pairs(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
         """Local distances of the item pairs ``(i[p], j[p])``: float32 [P]."""
