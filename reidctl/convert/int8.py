@@ -302,6 +302,7 @@ def accuracy_guard(
     backend: str = "ort",
     batch_size: int = 32,
     threads: int | None = None,
+    progress: bool = False,
 ) -> GuardResult:
     """Run both models over ``eval_dir`` (a labelled preprocessed set), evaluate both with
     the default settings of :func:`reidctl.evaluate.evaluate_results`, compare features.
@@ -309,6 +310,7 @@ def accuracy_guard(
     ``max_map_drop`` is in points (1 point = 0.01 mAP); the returned result has ``passed``
     False when the INT8 mAP is lower than FP32's by more than that (raising is left to the
     caller, which decides whether to keep the model). Result directories go to ``work_dir``.
+    ``progress`` shows a progress bar (stderr) while each model runs over the set.
     """
     from reidctl.evaluate.results import evaluate_results
     from reidctl.runners.infer import run_inference
@@ -321,7 +323,15 @@ def accuracy_guard(
         out = work / f"results-{tag}"
         if out.exists():
             shutil.rmtree(out)
-        run_inference(model, eval_dir, out, backend=backend, batch_size=batch_size, **options)
+        run_inference(
+            model,
+            eval_dir,
+            out,
+            backend=backend,
+            batch_size=batch_size,
+            progress=progress,
+            **options,
+        )
         metrics[tag] = _summary_metrics(evaluate_results(out))
         feats[tag] = _features(out)
     cos = feature_cosines(feats["fp32"], feats["int8"])
@@ -558,6 +568,7 @@ def int8_from_onnx(
                 Path(tmp) / "guard",
                 max_map_drop=max_map_drop,
                 threads=threads,
+                progress=progress,
             )
             conversion["accuracy_guard"] = guard.to_dict()
             if not guard.passed:
