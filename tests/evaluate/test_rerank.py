@@ -109,3 +109,9 @@ def test_smallest_k_columns_with_bound():
         np.testing.assert_array_equal(i[col, :n], order)
         np.testing.assert_array_equal(v[col, :n], od[order, col])
         assert (i[col, n:] == -1).all() and np.isinf(v[col, n:]).all()
+
+
+def test_fewer_items_than_k1():
+    q, g, *_ = _set(3, 5, 2, 4, 1.0, 3)
+    fast = re_ranking(q, g)  # k1 = 20 > N - 1: every list holds all 8 items
+    assert np.abs(fast - _dense(q, g)).max() <= 1e-4

@@ -218,3 +218,34 @@ def test_eval_command_does_not_import_torch():
         "reidctl.evaluate.report; assert 'torch' not in sys.modules, 'torch imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_cli_usage_errors(dirs, tmp_path, capsys):
+    res = str(dirs["results"])
+    assert main(["eval", res, "--output-index", "2"]) == 2
+    assert "add --prep" in capsys.readouterr().err
+    assert main(["eval", res, "--per-camera"]) == 2
+    assert "--per-camera needs --centroids" in capsys.readouterr().err
+    assert main(["eval", res, "--distance", "manhattan"]) == 2
+    assert main(["eval", str(tmp_path / "nowhere")]) == 2
+    assert "result directory not found" in capsys.readouterr().err
+
+
+def test_visualize_needs_images(small_set, tmp_path, capsys):
+    # no prep_dir in run.json, so no dataset root: --images is required
+    res = write_results(tmp_path / "r", small_set["entries"], {"feature": small_set["feature"]})
+    assert main(["eval", str(res), "--visualize", "2", str(tmp_path / "g.png")]) == 2
+    assert "--images ROOT" in capsys.readouterr().err
+    assert not (tmp_path / "g.png").exists()
+
+
+def test_synthetic_market_like_is_deterministic():
+    from reidctl.evaluate.synthetic import market_like
+
+    a, b = (
+        market_like(40, 200, 16, num_ids=20, seed=3),
+        market_like(40, 200, 16, num_ids=20, seed=3),
+    )
+    np.testing.assert_array_equal(a.g_feat, b.g_feat)
+    assert a.q_feat.shape == (40, 16) and (a.g_pids == 0).sum() == round(200 * 2793 / 15913)
+    np.testing.assert_allclose(np.linalg.norm(a.q_feat, axis=1), 1.0, rtol=1e-5)
