@@ -6,9 +6,10 @@ an N x N matrix (N = queries + gallery):
 
 1. ``original_dist`` is the distance squared and divided by its maximum over all N items
    (the authors' per-column maximum: for item i, the largest squared distance from i).
-   One chunked pass over the N rows keeps each row's maximum and its ``k1 + 1`` nearest
-   items (a threshold taken from a column subset bounds the candidates, which are then
-   sorted by (distance, index)), plus the query x gallery block.
+   One chunked pass over the upper triangle of the (symmetric) distance matrix keeps each
+   item's maximum and its ``k1 + 1`` nearest items, ordered like the authors' argsort of
+   the normalised matrix (block minima and running bounds limit the candidates that are
+   sorted), plus the query x gallery block.
 2. For every item, its k-reciprocal set from those lists, expanded by the candidates'
    ``round(k1 / 2)``-reciprocal sets that overlap it by more than 2/3; weights
    ``exp(-original_dist)`` normalised to sum 1 form a sparse row of V.
