@@ -679,9 +679,15 @@ def command(
     """
     from reidctl.commands._common import echo_warnings
 
+    def warn_now(message: Warning | str, *_args: Any, **_kwargs: Any) -> None:
+        # before the long work, not after it: the user may want to stop and re-split
+        click.secho(f"warning: {message}", fg="yellow", err=True)
+
     items = [e.strip() for e in exclude.split(",") if e.strip()]
     click.echo(f"quantising {model_file} -> {output}", err=True)
-    with echo_warnings():
+    with echo_warnings(), warnings.catch_warnings():
+        warnings.simplefilter("always", SameSetWarning)
+        warnings.showwarning = warn_now
         sidecar = int8_from_onnx(
             model_file,
             calib,
