@@ -179,5 +179,3 @@ def read_prep_meta(prep_dir: str | os.PathLike[str]) -> dict[str, Any]:
             "(run `reidctl preprocess`, or `--resume` an interrupted run)"
         )
     return read_json(path, "preprocessing meta")
-
-

@@ -39,7 +39,7 @@ from reidctl.commands._common import echo_warnings
 @click.option(
     "--allow-pickle",
     is_flag=True,
-    help="Load a legacy full-pickle checkpoint. This can execute arbitrary code: trusted files only.",
+    help="Load a legacy full-pickle checkpoint (can execute arbitrary code: trusted files only).",
 )
 @click.option("--no-simplify", is_flag=True, help="Skip onnxsim.")
 def export(

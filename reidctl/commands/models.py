@@ -26,7 +26,8 @@ def models(as_json: bool) -> None:
     for s in specs:
         p = s.preprocess
         outs = ", ".join(
-            f"{o.name}[{', '.join(map(str, o.shape[1:]))}]" + ("?" if o.name in s.optional_outputs else "")
+            f"{o.name}[{', '.join(map(str, o.shape[1:]))}]"
+            + ("?" if o.name in s.optional_outputs else "")
             for o in s.outputs
         )
         click.echo(click.style(s.name, bold=True) + f"  {s.description}")

@@ -154,7 +154,7 @@ def validate_onnx(
         got = sess.run(output_names, {input_name: x})
         with torch.inference_mode():
             ref = [t.numpy() for t in torch_module(torch.from_numpy(x))]
-        for name, r, g in zip(output_names, ref, got):
+        for name, r, g in zip(output_names, ref, got, strict=True):
             if r.shape != g.shape:
                 raise ValidationError(
                     f"output {name!r} at batch {batch}: ONNX shape {list(g.shape)} differs "

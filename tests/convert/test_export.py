@@ -53,7 +53,9 @@ def test_every_registered_model_exports_with_dynamic_batch(name: str, tmp_path: 
 
 @pytest.mark.shared
 @pytest.mark.slow
-def test_real_osnet_checkpoint_matches_torch_within_1e4(osnet_weights: Path, tmp_path: Path) -> None:
+def test_real_osnet_checkpoint_matches_torch_within_1e4(
+    osnet_weights: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "osnet.onnx"
     assert main(["export", SMALL, "--weights", str(osnet_weights), "-o", str(out)]) == 0
     sidecar = read_sidecar(out)
@@ -75,7 +77,9 @@ def test_sidecar_carries_the_facts(small_onnx: Path) -> None:
     assert sidecar["format"] == "reidctl.model/1"
     assert sidecar["model"] == SMALL
     assert sidecar["weights"] is None
-    assert sidecar["inputs"] == [{"name": "image", "shape": ["batch", 3, 256, 128], "dtype": "float32"}]
+    assert sidecar["inputs"] == [
+        {"name": "image", "shape": ["batch", 3, 256, 128], "dtype": "float32"}
+    ]
     assert sidecar["outputs"] == [{"name": "feature", "shape": ["batch", 512], "dtype": "float32"}]
     assert sidecar["feature"] == "feature" and sidecar["l2_normalize"] is True
     assert sidecar["opset"] == 17
@@ -102,7 +106,9 @@ def test_static_batch(tmp_path: Path) -> None:
     assert [r["batch"] for r in sidecar["validation"]["results"]] == [4]
 
 
-def test_fold_normalize_takes_uint8_and_matches_float_model(small_onnx: Path, tmp_path: Path) -> None:
+def test_fold_normalize_takes_uint8_and_matches_float_model(
+    small_onnx: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "folded.onnx"
     sidecar = onnx_from_torch(SMALL, out, fold_normalize=True, validate_batches=(2,))
     assert sidecar["inputs"][0]["dtype"] == "uint8"
@@ -169,21 +175,29 @@ def test_cli_missing_weights(tmp_path: Path, capsys) -> None:
 def test_cli_corrupt_weights(tmp_path: Path, capsys) -> None:
     bad = tmp_path / "bad.pth"
     bad.write_bytes(b"\x80\x02this is not a checkpoint")
-    code, err = _run(["export", SMALL, "--weights", str(bad), "-o", str(tmp_path / "a.onnx")], capsys)
+    code, err = _run(
+        ["export", SMALL, "--weights", str(bad), "-o", str(tmp_path / "a.onnx")], capsys
+    )
     assert code == 2 and "bad.pth" in err and "checkpoint" in err
 
 
 def test_cli_wrong_keys_lists_them(tmp_path: Path, capsys) -> None:
     ckpt = tmp_path / "wrong.pth"
-    torch.save({"state_dict": {"foo.weight": torch.zeros(3), "conv1.conv.weight": torch.zeros(1)}}, ckpt)
-    code, err = _run(["export", SMALL, "--weights", str(ckpt), "-o", str(tmp_path / "a.onnx")], capsys)
+    torch.save(
+        {"state_dict": {"foo.weight": torch.zeros(3), "conv1.conv.weight": torch.zeros(1)}}, ckpt
+    )
+    code, err = _run(
+        ["export", SMALL, "--weights", str(ckpt), "-o", str(tmp_path / "a.onnx")], capsys
+    )
     assert code == 2
     assert "missing keys" in err and "unexpected keys (1): foo.weight" in err
     assert "conv1.conv.weight: checkpoint (1,)" in err
 
 
 def test_cli_bad_static_batch(tmp_path: Path, capsys) -> None:
-    code, err = _run(["export", SMALL, "--static-batch", "0", "-o", str(tmp_path / "a.onnx")], capsys)
+    code, err = _run(
+        ["export", SMALL, "--static-batch", "0", "-o", str(tmp_path / "a.onnx")], capsys
+    )
     assert code == 2 and "--static-batch" in err
 
 
@@ -204,4 +218,3 @@ def test_check_output_path_rejects_other_suffix(tmp_path: Path) -> None:
 
     with pytest.raises(InputError, match=r"\.onnx"):
         check_output_path(tmp_path / "model.bin", force=False)
-
