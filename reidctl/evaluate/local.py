@@ -49,7 +49,7 @@ class LocalDistance:
         rows: np.ndarray,
         c0: int,
         c1: int,
-        rows_per_chunk: int = 64,
+        rows_per_chunk: int = 128,
         tile: int = 1024,
         progress: bool = False,
         threads: int = 2,
