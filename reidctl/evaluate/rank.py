@@ -284,28 +284,32 @@ def evaluate_rank(
 
 
 def _single_shot_cmc(distmat, q_pids, g_pids, q_camids, g_camids, valid, max_rank, seed, reps):
-    """CUHK03 single-gallery-shot CMC per valid query: [Nq, max_rank] (zeros elsewhere)."""
+    """CUHK03 single-gallery-shot CMC per valid query: [Nq, max_rank] (zeros elsewhere).
+
+    Per draw, one kept image per gallery identity is chosen uniformly; the match's rank is
+    one plus the number of chosen images before it in (distance, gallery index) order, which
+    is compared directly instead of sorting the row.
+    """
     rng = np.random.default_rng(seed)
     out = np.zeros((len(q_pids), max_rank))
-    junk = g_pids == -1
+    order = np.argsort(g_pids, kind="stable")
+    uniq, starts, counts = np.unique(g_pids[order], return_index=True, return_counts=True)
+    usable = uniq != -1  # junk is never drawn
     for q in np.flatnonzero(valid):
-        keep = ~(((g_pids == q_pids[q]) & (g_camids == q_camids[q])) | junk)
-        kept = np.flatnonzero(keep)
-        order = kept[np.argsort(distmat[q, kept], kind="stable")]
-        pids = g_pids[order]
-        # items grouped by identity, in rank order within each group
-        uniq, inverse, counts = np.unique(pids, return_inverse=True, return_counts=True)
-        by_group = np.argsort(inverse, kind="stable")
-        starts = np.cumsum(counts) - counts
-        target = int(np.searchsorted(uniq, q_pids[q]))
-        acc = np.zeros(max_rank)
-        for _ in range(reps):
-            pick = starts + np.floor(rng.random(len(uniq)) * counts).astype(np.int64)
-            chosen = by_group[pick]  # rank position of the image drawn for each identity
-            first = int((chosen < chosen[target]).sum())  # 0-based rank of the match
-            if first < max_rank:
-                acc[first:] += 1.0
-        out[q] = acc / reps
+        row = distmat[q]
+        own = int(np.searchsorted(uniq, q_pids[q]))
+        members = order[starts[own] : starts[own] + counts[own]]
+        matches = members[g_camids[members] != q_camids[q]]
+        u = rng.random((reps, len(uniq)))
+        pick = order[starts + np.floor(u * counts).astype(np.int64)]  # [reps, groups]
+        target = matches[np.floor(u[:, own] * len(matches)).astype(np.int64)]
+        tv, pv = row[target][:, None], row[pick]
+        before = (pv < tv) | ((pv == tv) & (pick < target[:, None]))
+        before &= usable[None, :]
+        before[:, own] = False
+        first = before.sum(axis=1)  # 0-based rank of the match in each draw
+        hist = np.bincount(np.minimum(first, max_rank), minlength=max_rank + 1)[:max_rank]
+        out[q] = np.cumsum(hist) / reps
     return out
 
 

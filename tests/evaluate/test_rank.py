@@ -138,3 +138,13 @@ def test_topk_full_lists_equal_evaluate_rank():
     assert len(tk.cmc) == k and tk.num_valid == full.num_valid
     assert tk.mAP <= full.mAP + 1e-12 and tk.mAP > 0
     np.testing.assert_allclose(tk.cmc[: k - 1], full.cmc[: k - 1], atol=1 / full.num_valid)
+
+
+def test_cuhk03_single_shot_expectation():
+    # query pid 1 (camera 1); matches at 0.2 and 0.6; identity 2 at 0.1 and 0.5; identity 3
+    # at 0.4; a junk image at 0.0 and a same-camera image of pid 1 at 0.05 are never drawn.
+    # The four equally likely draws put the match at ranks 2, 1, 3, 3.
+    d = np.array([[0.2, 0.6, 0.1, 0.5, 0.4, 0.0, 0.05]], np.float32)
+    g_pids, g_cams = np.array([1, 1, 2, 2, 3, -1, 1]), np.array([2, 2, 1, 1, 1, 1, 1])
+    r = evaluate_rank(d, [1], g_pids, [1], g_cams, 3, protocol="cuhk03", num_repeats=4000)
+    np.testing.assert_allclose(r.cmc, [0.25, 0.5, 1.0], atol=0.03)
