@@ -116,6 +116,15 @@ def test_preprocess_ray_equals_single_machine(cluster, market_mini, single, tmp_
     assert summary.written == 64 and summary.counts == {"query": 32, "gallery": 32}
     assert tree_bytes(tmp_path / "prep") == tree_bytes(single["prep"])
     assert not (tmp_path / "prep" / re_.SHARDS_DIR).exists()
+    # An interrupted run (no meta.json, three tensors missing) resumes with only those three.
+    (tmp_path / "prep" / "meta.json").unlink()
+    for p in sorted((tmp_path / "prep").glob("gallery_*.bin"))[:3]:
+        p.unlink()
+    again = re_.preprocess_ray(
+        "market1501", market_mini, tmp_path / "prep", shard_size=10, relative_info=True, resume=True
+    )
+    assert (again.written, again.skipped) == (3, 61)
+    assert tree_bytes(tmp_path / "prep") == tree_bytes(single["prep"])
 
 
 def test_infer_ray_equals_single_machine_on_two_nodes(cluster, single, tiny_onnx, tmp_path):
