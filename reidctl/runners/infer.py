@@ -251,7 +251,13 @@ def write_dump(
     return n
 
 
-def _runner_class(model_file: Path, backend: str | None) -> type[Runner]:
+def runner_class(model_file: Path, backend: str | None) -> type[Runner]:
+    """The runner class for ``backend`` (by name) or, when ``None``, for the file's suffix.
+
+    Raises :class:`BackendUnavailableError` with the install hint when the back end's
+    package is missing here, :class:`UnknownNameError` / :class:`InputError` for an unknown
+    name or suffix.
+    """
     cls = get_runner(backend) if backend else runner_for_file(model_file)
     ok, why = cls.availability()
     if not ok:
@@ -262,8 +268,12 @@ def _runner_class(model_file: Path, backend: str | None) -> type[Runner]:
     return cls
 
 
-def _check_options(cls: type[Runner], options: dict[str, Any]) -> dict[str, Any]:
-    """Drop unset options; refuse ones the back end does not understand."""
+def check_options(cls: type[Runner], options: dict[str, Any]) -> dict[str, Any]:
+    """Drop unset (``None``/``False``) options; refuse ones the back end does not understand.
+
+    Returns the options to pass to ``cls(model_file, **options)``; :class:`InputError`
+    lists the back end's accepted options otherwise.
+    """
     given = {k: v for k, v in options.items() if v is not None and v is not False}
     unknown = sorted(set(given) - set(cls.accepted_options))
     if unknown:
@@ -315,8 +325,8 @@ def run_inference(
     if not entries:
         raise FormatError(f"{prep_dir / MANIFEST_NAME} lists no tensors")
     _check_out_dir(out_dir, force)
-    cls = _runner_class(model_file, backend)
-    options = _check_options(cls, runner_options)
+    cls = runner_class(model_file, backend)
+    options = check_options(cls, runner_options)
     sidecar = sidecar_or_none(model_file)
 
     t_start = time.perf_counter()
@@ -367,11 +377,11 @@ def run_inference(
         "versions": {"reidctl": __version__, "numpy": np.__version__, **cls.versions()},
         "tool": tool_info(),
     }
-    _write_results(out_dir, prep_dir, entries, outputs, facts, run, dump, index_base)
+    write_results(out_dir, prep_dir, entries, outputs, facts, run, dump, index_base)
     return run
 
 
-def _write_results(
+def write_results(
     out_dir: Path,
     prep_dir: Path,
     entries: Sequence[ManifestEntry],
@@ -381,6 +391,13 @@ def _write_results(
     dump: str | None,
     index_base: int,
 ) -> None:
+    """Write a complete result directory (docs/formats.md section 3) at ``out_dir``.
+
+    ``outputs`` rows follow ``entries`` (the manifest of ``prep_dir``, copied as is);
+    ``facts`` becomes ``model.json`` and ``run`` ``run.json``, written last. The directory
+    is staged under a temporary name beside ``out_dir`` and renamed into place; an existing
+    ``out_dir`` is replaced (callers check ``--force`` first).
+    """
     parent = out_dir.resolve().parent
     parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=parent))

@@ -461,7 +461,7 @@ def infer_ray(
     from reidctl.artifacts import RESULT_FORMAT, tool_info
     from reidctl.runners.base import Runner
     from reidctl.runners.facts import derive_facts, output_specs, sidecar_or_none, with_feature
-    from reidctl.runners.infer import DUMP_FORMATS, _check_options, _runner_class, _write_results
+    from reidctl.runners.infer import DUMP_FORMATS, check_options, runner_class, write_results
 
     model_file, prep_dir, out_dir = Path(model_file), Path(prep_dir), Path(out_dir)
     if dump is not None and dump not in DUMP_FORMATS:
@@ -482,8 +482,8 @@ def infer_ray(
     if isinstance(backend, type) and issubclass(backend, Runner):
         cls = backend
     else:
-        cls = _runner_class(model_file, backend)
-    options = _check_options(cls, runner_options)
+        cls = runner_class(model_file, backend)
+    options = check_options(cls, runner_options)
     if "threads" in cls.accepted_options and "threads" not in options:
         options["threads"] = max(1, int(cpus_per_worker))
     sidecar = sidecar_or_none(model_file)
@@ -601,8 +601,8 @@ def infer_ray(
         },
         "tool": tool_info(),
     }
-    # _write_results swaps the staged directory in; the old one (with .shards/) goes away.
-    _write_results(out_dir, prep_dir, entries, outputs, facts, run, dump, index_base)
+    # write_results swaps the staged directory in; the old one (with .shards/) goes away.
+    write_results(out_dir, prep_dir, entries, outputs, facts, run, dump, index_base)
     return run
 
 
