@@ -71,6 +71,27 @@ import click
 @click.option("--per-camera", is_flag=True, help="With --centroids: per query, other cameras only.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the cuhk03 draws.")
 @click.option(
+    "--index",
+    "index_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Score the top-k lists of this FAISS gallery index (`reidctl index build`) instead "
+    "of the full distance matrix (pip install 'reidctl[faiss]').",
+)
+@click.option(
+    "-k",
+    "k",
+    type=click.IntRange(min=1),
+    default=None,
+    help="With --index: gallery rows searched per query (capped at the gallery size).  "
+    "[default: 100]",
+)
+@click.option(
+    "--exact-check",
+    is_flag=True,
+    help="With --index: also report the index's recall@k against exact search and the "
+    "exact top-k metrics.",
+)
+@click.option(
     "--json", "json_path", type=click.Path(path_type=Path), help="Write metrics.json here."
 )
 @click.option("--plot", type=click.Path(path_type=Path), help="Write the CMC curve (PNG) here.")
@@ -107,6 +128,9 @@ def eval_cmd(
     centroids: bool,
     per_camera: bool,
     seed: int,
+    index_path: Path | None,
+    k: int | None,
+    exact_check: bool,
     json_path: Path | None,
     plot: Path | None,
     visualize: tuple[int | None, Path | None],
@@ -119,6 +143,12 @@ def eval_cmd(
     (pid -1), counts distractors (pid 0) as wrong, and leaves out (but counts) queries
     without a valid match. RESULTS must hold run.json (written last by `reidctl infer`).
 
+    With --index, each query's top k gallery rows come from a FAISS index built over
+    RESULTS's gallery (`reidctl index build`): no query x gallery matrix is held in memory.
+    mAP then counts only the positives found within k (a lower bound, exact when every
+    match is within k) and CMC is known up to rank k; --exact-check measures what the
+    approximate index loses against exact search.
+
     \b
     Examples:
       reidctl eval results/
@@ -127,8 +157,15 @@ def eval_cmd(
       reidctl eval results/ --centroids --per-camera
       reidctl eval results/ --visualize 8 top10.png
       reidctl eval dumpOutput_device0/ --prep prep/ --output-index 2 --dim 2048
+      reidctl eval results/ --index gallery.index -k 100 --exact-check --json metrics.json
     """
     from reidctl.errors import InputError
+
+    if index_path is not None:
+        _eval_index(results, index_path, k or 100, exact_check, max_rank, ap, json_path, plot)
+        return
+    if k is not None or exact_check:
+        raise InputError("-k and --exact-check apply to FAISS index search: add --index FILE")
     from reidctl.evaluate.report import format_table, plot_cmc
     from reidctl.evaluate.report import visualize as draw_grid
     from reidctl.evaluate.results import EvalSettings, evaluate_data, load_dump, load_results
@@ -184,3 +221,78 @@ def eval_cmd(
             raise InputError(f"--visualize needs a positive number of queries, got {n_vis}")
         draw_grid(ev, data, q_rows, g_rows, n_vis, vis_path, images)
         click.echo(f"retrieval grid written to {vis_path}")
+
+
+# Options of the dense evaluation that have no meaning for top-k lists from an index.
+_NOT_WITH_INDEX = (
+    "prep",
+    "output_index",
+    "dim",
+    "feature",
+    "normalize",
+    "distance",
+    "protocol",
+    "rerank",
+    "k1",
+    "k2",
+    "lambda_value",
+    "local",
+    "local_feature",
+    "local_weight",
+    "centroids",
+    "per_camera",
+    "seed",
+    "visualize",
+    "images",
+)
+
+
+def _eval_index(
+    results: Path,
+    index_path: Path,
+    k: int,
+    exact_check: bool,
+    max_rank: int,
+    ap: str,
+    json_path: Path | None,
+    plot: Path | None,
+) -> None:
+    """``eval --index``: metrics from the index's top-k lists (faiss imported lazily)."""
+    from click.core import ParameterSource
+
+    from reidctl.errors import InputError
+    from reidctl.evaluate.report import format_table, plot_cmc
+    from reidctl.evaluate.results import Metrics
+    from reidctl.io import write_json_atomic
+    from reidctl.scale.index_eval import eval_with_index
+
+    ctx = click.get_current_context()
+    params = {p.name: p for p in ctx.command.params}
+    given = [
+        params[name].opts[0]
+        for name in _NOT_WITH_INDEX
+        if ctx.get_parameter_source(name) not in (None, ParameterSource.DEFAULT)
+    ]
+    if given:
+        raise InputError(
+            f"{', '.join(given)} cannot be used with --index: the index fixes the feature, "
+            "normalisation and metric, and its top-k lists allow neither re-ranking, local "
+            "distances, centroids nor vendor dumps; evaluate without --index for those"
+        )
+    m = eval_with_index(results, index_path, k, exact_check, max_rank=max_rank, ap=ap)
+    info = m["index"]
+    metrics = Metrics(**{key: v for key, v in m.items() if key != "index"})
+    click.echo(format_table(metrics))
+    click.echo(f"{info['kind']} index, {info['metric']} metric, top {info['k']}: {info['note']}")
+    if exact_check:
+        ex = info["exact"]
+        click.echo(
+            f"recall@{info['k']} against exact search: {info['recall_at_k']:.4f} (exact top-"
+            f"{info['k']}: rank-1 {100 * ex['rank1']:.2f}%, mAP {100 * ex['mAP']:.2f}%)"
+        )
+    if json_path is not None:
+        write_json_atomic(json_path, m)
+        click.echo(f"metrics written to {json_path}")
+    if plot is not None:
+        plot_cmc(metrics, plot)
+        click.echo(f"CMC curve written to {plot}")

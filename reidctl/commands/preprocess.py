@@ -62,7 +62,20 @@ from reidctl.preprocess.transform import DTYPES
 @click.option(
     "--workers",
     type=click.IntRange(min=1),
-    help="Worker processes.  [default: all cores]",
+    help="Worker processes (local engine).  [default: all cores]",
+)
+@click.option(
+    "--engine",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="local: processes on this machine; ray: one Ray task per 256 images "
+    "(pip install 'reidctl[ray]'; see docs/scale.md).",
+)
+@click.option(
+    "--address",
+    help="With --engine ray: the cluster to join, `auto` (the one this machine belongs to) "
+    "or HOST:PORT of the head node.  [default: start a local Ray on 127.0.0.1]",
 )
 @click.option("--relative-info", is_flag=True, help="Paths in prep.info relative to -o.")
 @click.option(
@@ -89,6 +102,8 @@ def preprocess(
     flip: bool,
     dtype: str | None,
     workers: int | None,
+    engine: str,
+    address: str | None,
     relative_info: bool,
     resume: bool,
     force: bool,
@@ -109,6 +124,10 @@ def preprocess(
     Unreadable images are listed and make the run fail (exit 1) after the rest is done;
     --skip-bad leaves them out instead. An interrupted run continues with --resume.
 
+    --engine ray spreads the images over a Ray cluster (a local one without --address); the
+    dataset root and -o must then be at the same path on every node (shared file system).
+    The output is byte-identical to the local engine's.
+
     \b
     Layouts: LAYOUTS
 
@@ -118,10 +137,19 @@ def preprocess(
       reidctl preprocess market1501 --root DATA --model-config model.onnx.json -o prep/
       reidctl preprocess msmt17 --root MSMT17_V2 --model osnet_x0_25 -o prep/ --workers 4
       reidctl preprocess folder --root my_cams -o prep/ --size 256x128 --flip --dtype float16
+      reidctl preprocess market1501 --root DATA -o prep/ --engine ray
+      reidctl preprocess market1501 --root /nfs/DATA -o /nfs/prep --engine ray --address auto
     """
+    from reidctl.errors import InputError
     from reidctl.preprocess.config import resolve_dtype, resolve_preprocess
-    from reidctl.preprocess.engine import preprocess_dataset
 
+    if engine == "ray" and workers is not None:
+        raise InputError(
+            "--workers applies to the local engine; with --engine ray every Ray CPU runs a "
+            "task (size the cluster with `ray start --num-cpus N` instead)"
+        )
+    if engine != "ray" and address is not None:
+        raise InputError("--address is the Ray cluster to join: add --engine ray")
     spec = resolve_preprocess(
         model_config,
         model,
@@ -131,21 +159,25 @@ def preprocess(
         interpolation=interp,
         color=None if rgb is None else ("rgb" if rgb else "bgr"),
     )
-    summary = preprocess_dataset(
-        layout,
-        root,
-        output,
+    common = dict(
         spec=spec,
         splits=splits,
         dtype=resolve_dtype(spec, dtype),
         flip=flip,
-        workers=workers,
         relative_info=relative_info,
         resume=resume,
         force=force,
         skip_bad=skip_bad,
         progress=True,
     )
+    if engine == "ray":
+        from reidctl.scale.ray_engine import preprocess_ray
+
+        summary = preprocess_ray(layout, root, output, address=address, **common)
+    else:
+        from reidctl.preprocess.engine import preprocess_dataset
+
+        summary = preprocess_dataset(layout, root, output, workers=workers, **common)
     meta = summary.meta
     counts = ", ".join(f"{k} {v}" for k, v in summary.counts.items())
     shape = "x".join(str(d) for d in meta["shape"])
