@@ -464,6 +464,43 @@ def format_bad_files(bad: Sequence[BadFile], root: Path, limit: int = 20) -> str
 # --------------------------------------------------------------------------- all together
 
 
+def conclude_preprocess(
+    out: Path,
+    entries: Sequence[ManifestEntry],
+    bad: Sequence[BadFile],
+    scan: Any,
+    settings: TensorSettings,
+    skip_bad: bool,
+    relative_info: bool,
+) -> tuple[list[BadFile], dict[str, Any]]:
+    """Fail on unreadable images (unless ``skip_bad``), else write manifest, info and meta.
+
+    Shared by every engine that wrote the tensors. Returns the sorted bad files and the
+    ``meta.json`` dictionary.
+    """
+    bad = sorted(bad, key=lambda b: b.source)
+    if bad and not skip_bad:
+        raise BadDataError(
+            f"{len(bad)} of {len(entries)} images could not be read; the other tensors are in "
+            f"{out} but the set is incomplete (no meta.json). Fix or remove these files and "
+            "re-run with --resume, or add --skip-bad --resume to leave them out:\n"
+            + format_bad_files(bad, scan.root)
+        )
+    bad_sources = {b.source for b in bad}
+    meta = finalize_output(
+        out,
+        [e for e in entries if e.source not in bad_sources],
+        layout=scan.layout,
+        root=scan.root,
+        splits=scan.splits,
+        settings=settings,
+        bad_files=bad,
+        dropped=scan.dropped,
+        relative_info=relative_info,
+    )
+    return bad, meta
+
+
 def preprocess_dataset(
     layout: str | Layout,
     root: str | os.PathLike[str],
@@ -507,25 +544,7 @@ def preprocess_dataset(
         progress=progress,
     )
     wall = time.perf_counter() - t0
-    bad = sorted(result.bad, key=lambda b: b.source)
-    if bad and not skip_bad:
-        raise BadDataError(
-            f"{len(bad)} of {len(entries)} images could not be read; the other tensors are in "
-            f"{out} but the set is incomplete (no meta.json). Fix or remove these files and "
-            "re-run with --resume, or add --skip-bad --resume to leave them out:\n"
-            + format_bad_files(bad, scan.root)
-        )
-    bad_sources = {b.source for b in bad}
-    kept = [e for e in entries if e.source not in bad_sources]
-    meta = finalize_output(
-        out,
-        kept,
-        layout=scan.layout,
-        root=scan.root,
-        splits=scan.splits,
-        settings=settings,
-        bad_files=bad,
-        dropped=scan.dropped,
-        relative_info=relative_info,
+    bad, meta = conclude_preprocess(
+        out, entries, result.bad, scan, settings, skip_bad, relative_info
     )
     return PrepSummary(out, meta["counts"], result.written, result.skipped, bad, wall, meta)

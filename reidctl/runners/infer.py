@@ -285,6 +285,23 @@ def check_options(cls: type[Runner], options: dict[str, Any]) -> dict[str, Any]:
     return given
 
 
+def load_inference_inputs(
+    model_file: Path, prep_dir: Path, dump: str | None, batch_size: int
+) -> tuple[dict[str, Any], list[ManifestEntry]]:
+    """Check an inference request before any work: returns ``(meta.json, manifest entries)``."""
+    if dump is not None and dump not in DUMP_FORMATS:
+        raise InputError(f"unknown dump format {dump!r}; valid: {', '.join(DUMP_FORMATS)}")
+    if batch_size < 1:
+        raise InputError(f"--bs must be a positive batch size, got {batch_size}")
+    if not model_file.is_file():
+        raise FormatError(f"model file not found: {model_file}")
+    meta = read_prep_meta(prep_dir)
+    entries = read_manifest(prep_dir)
+    if not entries:
+        raise FormatError(f"{prep_dir / MANIFEST_NAME} lists no tensors")
+    return meta, entries
+
+
 def run_inference(
     model_file: str | os.PathLike[str],
     prep_dir: str | os.PathLike[str],
@@ -314,16 +331,7 @@ def run_inference(
     is refused without ``force``. Returns the ``run.json`` dictionary.
     """
     model_file, prep_dir, out_dir = Path(model_file), Path(prep_dir), Path(out_dir)
-    if dump is not None and dump not in DUMP_FORMATS:
-        raise InputError(f"unknown dump format {dump!r}; valid: {', '.join(DUMP_FORMATS)}")
-    if batch_size < 1:
-        raise InputError(f"--bs must be a positive batch size, got {batch_size}")
-    if not model_file.is_file():
-        raise FormatError(f"model file not found: {model_file}")
-    meta = read_prep_meta(prep_dir)
-    entries = read_manifest(prep_dir)
-    if not entries:
-        raise FormatError(f"{prep_dir / MANIFEST_NAME} lists no tensors")
+    meta, entries = load_inference_inputs(model_file, prep_dir, dump, batch_size)
     _check_out_dir(out_dir, force)
     cls = runner_class(model_file, backend)
     options = check_options(cls, runner_options)

@@ -194,8 +194,7 @@ def preprocess_ray(
     from reidctl.preprocess.engine import (
         PrepSummary,
         ShardResult,
-        finalize_output,
-        format_bad_files,
+        conclude_preprocess,
         plan_entries,
         prepare_output_dir,
         run_state,
@@ -271,26 +270,7 @@ def preprocess_ray(
         finally:
             bar.close()
     wall = time.perf_counter() - t0
-    bad = sorted(bad, key=lambda x: x.source)
-    if bad and not skip_bad:
-        raise BadDataError(
-            f"{len(bad)} of {len(entries)} images could not be read; the other tensors are in "
-            f"{out} but the set is incomplete (no meta.json). Fix or remove these files and "
-            "re-run with --resume, or add --skip-bad --resume to leave them out:\n"
-            + format_bad_files(bad, scan.root)
-        )
-    bad_sources = {x.source for x in bad}
-    meta = finalize_output(
-        out,
-        [e for e in entries if e.source not in bad_sources],
-        layout=scan.layout,
-        root=scan.root,
-        splits=scan.splits,
-        settings=settings,
-        bad_files=bad,
-        dropped=scan.dropped,
-        relative_info=relative_info,
-    )
+    bad, meta = conclude_preprocess(out, entries, bad, scan, settings, skip_bad, relative_info)
     shutil.rmtree(out / SHARDS_DIR, ignore_errors=True)
     written = total.written
     return PrepSummary(out, meta["counts"], written, total.skipped, bad, wall, meta)
@@ -461,23 +441,19 @@ def infer_ray(
     from reidctl.artifacts import RESULT_FORMAT, tool_info
     from reidctl.runners.base import Runner
     from reidctl.runners.facts import derive_facts, output_specs, sidecar_or_none, with_feature
-    from reidctl.runners.infer import DUMP_FORMATS, check_options, runner_class, write_results
+    from reidctl.runners.infer import (
+        check_options,
+        load_inference_inputs,
+        runner_class,
+        write_results,
+    )
 
     model_file, prep_dir, out_dir = Path(model_file), Path(prep_dir), Path(out_dir)
-    if dump is not None and dump not in DUMP_FORMATS:
-        raise InputError(f"unknown dump format {dump!r}; valid: {', '.join(DUMP_FORMATS)}")
-    if batch_size < 1:
-        raise InputError(f"--bs must be a positive batch size, got {batch_size}")
     if (workers is not None and workers < 1) or cpus_per_worker <= 0 or gpus_per_worker < 0:
         raise InputError("--workers must be >= 1, cpus per worker > 0, --gpus-per-worker >= 0")
     if max_retries < 0:
         raise InputError(f"max_retries must be >= 0, got {max_retries}")
-    if not model_file.is_file():
-        raise FormatError(f"model file not found: {model_file}")
-    meta = read_prep_meta(prep_dir)
-    entries = read_manifest(prep_dir)
-    if not entries:
-        raise FormatError(f"{prep_dir / MANIFEST_NAME} lists no tensors")
+    meta, entries = load_inference_inputs(model_file, prep_dir, dump, batch_size)
     _prepare_results_dir(out_dir, resume, force)
     if isinstance(backend, type) and issubclass(backend, Runner):
         cls = backend
