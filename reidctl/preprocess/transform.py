@@ -122,6 +122,11 @@ class ImageTransform:
             mean = np.asarray(spec.mean, np.float64)[:, None]
             std = np.asarray(spec.std, np.float64)[:, None]
             self._lut = ((x[None, :] - mean) / std).astype(settings.np_dtype)
+        # cv2.LUT maps a uint8 plane straight into a float32 plane, about 4x faster than
+        # np.take; same table, so the same bits. float16 stays on np.take (cv2 lacks it).
+        self._cv_luts: list[np.ndarray] | None = None
+        if self._lut is not None and self._lut.dtype == np.float32:
+            self._cv_luts = [np.ascontiguousarray(row.reshape(1, 256)) for row in self._lut]
 
     def resize(self, bgr: np.ndarray) -> np.ndarray:
         """Resize (and flip) an ``H x W x 3`` uint8 image to the model's size."""
@@ -136,11 +141,17 @@ class ImageTransform:
         img = self.resize(bgr)
         if out is None:
             out = np.empty(self.settings.shape, self.settings.np_dtype)
+        planes = cv2.split(img)
         for c, src in enumerate(self._src):
             if self._lut is None:
-                out[c] = img[:, :, src]
+                out[c] = planes[src]
+            elif self._cv_luts is not None:
+                plane = out[c]
+                res = cv2.LUT(planes[src], self._cv_luts[c], dst=plane)
+                if not np.shares_memory(res, plane):  # cv2 could not write in place
+                    plane[...] = res
             else:
-                np.take(self._lut[c], img[:, :, src], out=out[c])
+                np.take(self._lut[c], planes[src], out=out[c])
         return out
 
     def from_bytes(self, data: bytes, source: str = "<bytes>") -> np.ndarray:
