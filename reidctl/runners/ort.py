@@ -38,6 +38,19 @@ def _dims(shape: list[Any]) -> tuple[int | str, ...]:
     return tuple(out)
 
 
+# onnxruntime's WeightBiasQuantization turns a float Conv/Gemm fed by DequantizeLinear into
+# an INT8 one (per-tensor weights). That would silently undo `convert int8 --exclude`, which
+# keeps such layers in float on purpose; on FP32 models it does nothing.
+DISABLED_OPTIMIZERS: tuple[str, ...] = ("WeightBiasQuantization",)
+
+
+def make_session(ort: Any, model_file: str, options: Any, providers: list[str]) -> Any:
+    """An ``InferenceSession`` as every reidctl onnxruntime runner creates it."""
+    return ort.InferenceSession(
+        model_file, options, providers=providers, disabled_optimizers=list(DISABLED_OPTIMIZERS)
+    )
+
+
 @register_runner
 class OrtRunner(Runner):
     """onnxruntime on the CPU.
@@ -64,7 +77,7 @@ class OrtRunner(Runner):
         so.inter_op_num_threads = 1
         providers = self._providers(ort)
         try:
-            self.session = ort.InferenceSession(self.model_file, so, providers=providers)
+            self.session = make_session(ort, self.model_file, so, providers)
         except Exception as e:  # onnxruntime raises its own exception types per failure
             if "NO_SUCHFILE" in str(e) or "No such file" in str(e):
                 raise FormatError(f"model file not found: {self.model_file}") from e

@@ -315,3 +315,53 @@ def test_real_osnet_int8_keeps_accuracy(market_mini, osnet_weights, tmp_path) ->
     assert guard["fp32"]["mAP"] == pytest.approx(0.9247, abs=1e-3)
     assert guard["mean_cosine"] >= 0.99
     assert guard["delta_map_points"] >= -1.0
+
+
+def test_excluded_layers_stay_float_in_the_ort_runner(setup, tmp_path) -> None:
+    """onnxruntime would re-quantise an excluded conv that sits between quantised layers
+    (fed by DequantizeLinear, feeding QuantizeLinear); the runner's session keeps it in
+    float, as --exclude asks."""
+    import onnx
+    import onnxruntime as ort
+    import torch
+
+    from reidctl.runners.ort import make_session
+
+    class Sandwich(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 8, 3, padding=1, bias=False)
+            self.dw = torch.nn.Conv2d(8, 8, 3, padding=1, groups=8, bias=False)
+            self.pw = torch.nn.Conv2d(8, 16, 1, bias=False)
+
+        def forward(self, x):
+            return self.pw(self.dw(torch.relu(self.conv(x)))).mean((2, 3))
+
+    torch.manual_seed(0)
+    model = tmp_path / "sandwich.onnx"
+    torch.onnx.export(
+        Sandwich().eval(),
+        torch.randn(2, 3, H, W),
+        str(model),
+        input_names=["image"],
+        output_names=["feature"],
+        dynamic_axes={"image": {0: "batch"}, "feature": {0: "batch"}},
+        opset_version=17,
+        dynamo=False,
+    )
+    out = tmp_path / "sandwich.int8.onnx"
+    int8.quantize_onnx(model, setup["calib"], out, exclude=["depthwise"], samples=8)
+
+    def float_convs(runner_session: bool) -> int:
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+        so.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+        if runner_session:
+            make_session(ort, str(out), so, ["CPUExecutionProvider"])
+        else:
+            ort.InferenceSession(str(out), so, providers=["CPUExecutionProvider"])
+        graph = onnx.load(str(tmp_path / "optimized.onnx")).graph
+        return sum(n.op_type in ("Conv", "FusedConv") for n in graph.node)
+
+    assert float_convs(runner_session=True) == 1  # the depthwise conv, as excluded
+    assert float_convs(runner_session=False) == 0  # what plain onnxruntime would run
