@@ -12,6 +12,17 @@ from pathlib import Path
 from typing import Any
 
 
+def refuse_existing(*paths: str | os.PathLike[str], force: bool) -> None:
+    """Raise :class:`OutputExistsError` for the first path that exists, unless ``force``."""
+    from reidctl.errors import OutputExistsError
+
+    if force:
+        return
+    for p in paths:
+        if Path(p).exists():
+            raise OutputExistsError(f"{p} exists; pass --force to overwrite it")
+
+
 def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
     """Hex sha256 of a file's bytes."""
     h = hashlib.sha256()

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import resource
 import sys
 import threading
@@ -35,6 +34,7 @@ from typing import Any
 import click
 import numpy as np
 
+from reidctl.benchmarks.bench import cpu_model
 from reidctl.scale._optional import import_faiss
 from reidctl.scale.faiss_index import IndexParams, build_index_from_params, recall_at_k, search
 
@@ -278,7 +278,7 @@ def main(
         )
         rows.extend(new_rows)
 
-    cpu = _cpu_name()
+    cpu = f"{cpu_model()} ({os.cpu_count()} cores)"
     click.echo(
         f"\nFAISS {faiss.__version__}, {faiss.omp_get_max_threads()} threads, {cpu}; gallery "
         f"{n:,} x {dim} float32 ({clusters:,} clusters, spread {spread}, seed {seed}), "
@@ -299,15 +299,6 @@ def main(
     if json_path:
         with open(json_path, "w") as f:
             json.dump({"cpu": cpu, "rows": [asdict(r) for r in rows]}, f, indent=2)
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            name = next(line.split(":", 1)[1].strip() for line in f if "model name" in line)
-    except (OSError, StopIteration):
-        name = platform.processor() or "unknown CPU"
-    return f"{name} ({os.cpu_count()} cores)"
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -29,15 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
+from reidctl.benchmarks.bench import cpu_model
 
 
 def write_random_prep(out: Path, n: int, seed: int = 0) -> Path:
@@ -150,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
             )
 
     med = [statistics.median(c) for c in zip(*rows, strict=True)]
-    print(f"machine: {cpu_name()}, {os.cpu_count()} cores; onnxruntime, {args.threads} threads")
+    print(f"machine: {cpu_model()}, {os.cpu_count()} cores; onnxruntime, {args.threads} threads")
     print(f"model: aligned_reid (ResNet-50) ONNX, batch {args.bs}, {n} tensors 3x256x128 float32")
     print(f"{'':<22}{'bare loop':>12}{'reidctl infer':>16}{'ratio':>9}")
     print(f"{'loop (img/s)':<22}{med[0]:>12.1f}{med[1]:>16.1f}{med[1] / med[0]:>9.1%}")

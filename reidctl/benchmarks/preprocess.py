@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from reidctl.benchmarks.bench import cpu_model
 from reidctl.preprocess.engine import default_workers, preprocess_dataset
 from reidctl.preprocess.layouts import scan_layout
 from reidctl.preprocess.synthetic import make_synthetic_market
@@ -57,17 +58,6 @@ def reference_loop(paths: list[Path], out_dir: Path) -> None:
         arr = arr[:, ::-1, :]  # horizontal flip
         arr = arr.transpose(2, 0, 1)
         arr.astype(np.float32).tofile(out_dir / f"{path.stem}.bin")
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _timed(fn) -> float:
@@ -126,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         workers = args.workers or default_workers()
         spec = PreprocessSpec(height=256, width=128, mean=REF_MEAN, std=REF_STD)
         print(
-            f"{n} images, {cpu_name()}, {os.cpu_count()} cores, {workers} workers; "
+            f"{n} images, {cpu_model()}, {os.cpu_count()} cores, {workers} workers; "
             f"Python {platform.python_version()}, numpy {np.__version__}, "
             f"Pillow {PIL.__version__}, OpenCV {__import__('cv2').__version__}"
         )

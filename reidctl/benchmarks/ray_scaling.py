@@ -14,6 +14,7 @@ onnxruntime thread measured in the same run (the baseline).
 
 from __future__ import annotations
 
+import os
 import sys
 import tempfile
 import time
@@ -83,7 +84,7 @@ def main(
       python -m reidctl.benchmarks.ray_scaling
       python -m reidctl.benchmarks.ray_scaling --model osnet.onnx --n 2048
     """
-    from reidctl.benchmarks.faiss_search import _cpu_name
+    from reidctl.benchmarks.bench import cpu_model
     from reidctl.runners.infer import run_inference
     from reidctl.scale._optional import import_ray
     from reidctl.scale.ray_engine import connect, infer_ray
@@ -144,8 +145,8 @@ def main(
 
     one_ray = rows[1][2]
     click.echo(
-        f"\nRay {ray_version}, {_cpu_name()}; {n} tensors, batch {batch_size}, shards of "
-        f"{shard_size}, best of {repeats}; model {model.name}\n"
+        f"\nRay {ray_version}, {cpu_model()} ({os.cpu_count()} cores); {n} tensors, "
+        f"batch {batch_size}, shards of {shard_size}, best of {repeats}; model {model.name}\n"
     )
     click.echo(
         "| configuration | workers | shards wall (s) | images/s | end-to-end (s) "

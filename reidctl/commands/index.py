@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from reidctl.errors import OutputExistsError
+from reidctl.io import refuse_existing
 from reidctl.scale.faiss_index import KINDS, METRICS
 
 
@@ -105,8 +105,7 @@ def build(
     """
     from reidctl.scale.faiss_index import build_gallery_index, save_gallery_index
 
-    if output.exists() and not force:
-        raise OutputExistsError(f"{output} exists; pass --force to overwrite it")
+    refuse_existing(output, force=force)
     _set_threads(threads)
     t0 = time.perf_counter()
     gi = build_gallery_index(
@@ -173,8 +172,7 @@ def search(
     """
     from reidctl.scale.faiss_index import search_gallery_index, write_topk
 
-    if output.exists() and not force:
-        raise OutputExistsError(f"{output} exists; pass --force to overwrite it")
+    refuse_existing(output, force=force)
     _set_threads(threads)
     t0 = time.perf_counter()
     topk = search_gallery_index(

@@ -46,8 +46,8 @@ from reidctl.artifacts import (
     sidecar_path,
     write_sidecar,
 )
-from reidctl.errors import AccuracyGuardError, FormatError, InputError, OutputExistsError
-from reidctl.io import sha256_file
+from reidctl.errors import AccuracyGuardError, FormatError, InputError
+from reidctl.io import refuse_existing, sha256_file
 
 METHODS = ("minmax", "entropy", "percentile")
 DEPTHWISE = "depthwise"
@@ -358,9 +358,7 @@ def accuracy_guard(
 def _check_output(output: Path, force: bool) -> None:
     if output.suffix != ".onnx":
         raise InputError(f"output {output} should end in .onnx (e.g. model.int8.onnx)")
-    for p in (output, sidecar_path(output)):
-        if p.exists() and not force:
-            raise OutputExistsError(f"{p} exists; pass --force to overwrite it")
+    refuse_existing(output, sidecar_path(output), force=force)
     output.parent.mkdir(parents=True, exist_ok=True)
 
 

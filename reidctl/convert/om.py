@@ -27,9 +27,8 @@ from reidctl.errors import (
     BadDataError,
     FormatError,
     InputError,
-    OutputExistsError,
 )
-from reidctl.io import sha256_file
+from reidctl.io import refuse_existing, sha256_file
 from reidctl.runners.batching import parse_batch_sizes
 from reidctl.runners.facts import source_facts
 
@@ -179,9 +178,7 @@ def om_from_onnx(
     )
     if dry_run:
         return side
-    for p in (om_file, sidecar_path(om_file)):
-        if p.exists() and not force:
-            raise OutputExistsError(f"{p} exists; pass --force to overwrite it")
+    refuse_existing(om_file, sidecar_path(om_file), force=force)
     if shutil.which("atc") is None:
         raise BackendUnavailableError(f"`atc` is not on PATH: {ATC_HINT}")
     om_file.parent.mkdir(parents=True, exist_ok=True)

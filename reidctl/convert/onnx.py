@@ -27,8 +27,8 @@ from typing import Any
 import numpy as np
 
 from reidctl.artifacts import sidecar_path, write_sidecar
-from reidctl.errors import InputError, OutputExistsError, ValidationError
-from reidctl.io import atomic_path, sha256_file
+from reidctl.errors import InputError, ValidationError
+from reidctl.io import atomic_path, refuse_existing, sha256_file
 
 DEFAULT_OPSET = 17
 VALIDATION_BATCHES = (1, 3, 32)
@@ -60,9 +60,7 @@ def check_output_path(output: str | os.PathLike[str], force: bool) -> Path:
     output = Path(output)
     if output.suffix != ".onnx":
         raise InputError(f"output {output} should end in .onnx")
-    for p in (output, sidecar_path(output)):
-        if p.exists() and not force:
-            raise OutputExistsError(f"{p} exists; pass --force to overwrite it")
+    refuse_existing(output, sidecar_path(output), force=force)
     parent = output.parent if str(output.parent) else Path(".")
     try:
         parent.mkdir(parents=True, exist_ok=True)

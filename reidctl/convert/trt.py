@@ -17,8 +17,8 @@ from typing import Any
 import click
 
 from reidctl.artifacts import sidecar_path, write_sidecar
-from reidctl.errors import FormatError, InputError, OutputExistsError
-from reidctl.io import atomic_path, sha256_file, write_bytes_atomic
+from reidctl.errors import FormatError, InputError
+from reidctl.io import atomic_path, refuse_existing, sha256_file, write_bytes_atomic
 from reidctl.runners._env import import_backend
 from reidctl.runners.batching import parse_batch_sizes
 from reidctl.runners.facts import source_facts
@@ -115,9 +115,7 @@ def engine_from_onnx(
     builds on the same GPU skip kernel timing. Returns the sidecar dictionary.
     """
     onnx_file, output = Path(onnx_file), Path(output)
-    for p in (output, sidecar_path(output)):
-        if p.exists() and not force:
-            raise OutputExistsError(f"{p} exists; pass --force to overwrite it")
+    refuse_existing(output, sidecar_path(output), force=force)
     if workspace_mib < 1:
         raise InputError(f"--workspace must be a positive number of MiB, got {workspace_mib}")
     facts = source_facts(onnx_file)

@@ -46,7 +46,7 @@ from reidctl.artifacts import (
     tool_info,
 )
 from reidctl.errors import FormatError, InputError, ShapeMismatchError, UnknownNameError
-from reidctl.io import atomic_path, sha256_file, write_json_atomic
+from reidctl.io import atomic_path, refuse_existing, sha256_file, write_json_atomic
 from reidctl.scale._optional import import_faiss
 
 INDEX_FORMAT = "reidctl.index/1"
@@ -521,12 +521,9 @@ def save_gallery_index(
 
     Raises :class:`OutputExistsError` when ``path`` exists and ``force`` is false.
     """
-    from reidctl.errors import OutputExistsError
-
     faiss = import_faiss()
     path = Path(path)
-    if path.exists() and not force:
-        raise OutputExistsError(f"{path} exists; pass --force to overwrite it")
+    refuse_existing(path, force=force)
     # A stale sidecar must never describe the new index while it is being written.
     index_sidecar_path(path).unlink(missing_ok=True)
     with atomic_path(path) as tmp:

@@ -1,8 +1,11 @@
-"""Tiny result directories (docs/formats.md section 3) built inside tests."""
+"""Tiny models and result directories (docs/formats.md section 3) built inside tests."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -70,3 +73,31 @@ def make_results(
         json.dumps({"format": "reidctl.results/1", "backend": "test", "outputs": [feature]})
     )
     return root, feats
+
+
+def export_tiny_onnx(path: Path) -> Path:
+    """A small conv net on 256x128 inputs, ``image`` -> ``feature`` [B, 16], seeded."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(3, 8, 8, stride=8),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(8, 16),
+    ).eval()
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            net,
+            (torch.randn(2, 3, 256, 128),),
+            str(path),
+            input_names=["image"],
+            output_names=["feature"],
+            dynamic_axes={"image": {0: "batch"}, "feature": {0: "batch"}},
+            opset_version=17,
+            dynamo=False,
+        )
+    return path

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +12,7 @@ from reidctl.artifacts import read_manifest
 from reidctl.cli import main
 from reidctl.io import write_json_atomic
 from reidctl.specs import PreprocessSpec
-from tests.scale.helpers import make_results
+from tests.scale.helpers import export_tiny_onnx, make_results
 
 N_QUERY, N_GALLERY = 12, 40
 
@@ -95,34 +92,6 @@ def test_engine_option_conflicts_exit_2(tmp_path, capsys):
     assert not (tmp_path / "r").exists()
 
 
-def _tiny_onnx(path: Path) -> Path:
-    """A small conv net on 256x128 float32 inputs: ``feature`` [B, 16]."""
-    import torch
-    from torch import nn
-
-    torch.manual_seed(0)
-    net = nn.Sequential(
-        nn.Conv2d(3, 8, 8, stride=8),
-        nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1),
-        nn.Flatten(),
-        nn.Linear(8, 16),
-    ).eval()
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            net,
-            (torch.randn(2, 3, 256, 128),),
-            str(path),
-            input_names=["image"],
-            output_names=["feature"],
-            dynamic_axes={"image": {0: "batch"}, "feature": {0: "batch"}},
-            opset_version=17,
-            dynamo=False,
-        )
-    return path
-
-
 def _files(root: Path) -> dict[str, bytes]:
     return {
         str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
@@ -138,7 +107,7 @@ def test_preprocess_and_infer_with_ray_engine_equal_local(tmp_path, capsys):
     data = make_synthetic_market(
         tmp_path / "data", 4, num_train_ids=0, num_distractors=2, num_junk=1
     )
-    model = _tiny_onnx(tmp_path / "tiny.onnx")
+    model = export_tiny_onnx(tmp_path / "tiny.onnx")
     pre = ["preprocess", "market1501", "--root", str(data.root), "--relative-info"]
     assert main([*pre, "-o", str(tmp_path / "prep"), "--workers", "1"]) == 0
     assert main([*pre, "-o", str(tmp_path / "prep-ray"), "--engine", "ray"]) == 0

@@ -6,14 +6,11 @@ every test compares against the single-machine functions byte for byte.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import os
 import signal
 import sys
 import threading
 import time
-import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -23,6 +20,7 @@ import pytest
 from reidctl.errors import FormatError, OutputExistsError
 from reidctl.runners.ort import OrtRunner
 from reidctl.scale import ray_engine as re_
+from tests.scale.helpers import export_tiny_onnx
 
 ray = pytest.importorskip("ray", reason="ray is not installed (reidctl[ray])")
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.shared]
@@ -57,31 +55,7 @@ def cluster() -> Iterator[object]:
 @pytest.fixture(scope="module")
 def tiny_onnx(tmp_path_factory) -> Path:
     """A small conv net on 256x128 inputs: `feature` [B, 16]."""
-    import torch
-    from torch import nn
-
-    torch.manual_seed(0)
-    net = nn.Sequential(
-        nn.Conv2d(3, 8, 8, stride=8),
-        nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1),
-        nn.Flatten(),
-        nn.Linear(8, 16),
-    ).eval()
-    path = tmp_path_factory.mktemp("model") / "tiny.onnx"
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            net,
-            (torch.randn(2, 3, 256, 128),),
-            str(path),
-            input_names=["image"],
-            output_names=["feature"],
-            dynamic_axes={"image": {0: "batch"}, "feature": {0: "batch"}},
-            opset_version=17,
-            dynamo=False,
-        )
-    return path
+    return export_tiny_onnx(tmp_path_factory.mktemp("model") / "tiny.onnx")
 
 
 @pytest.fixture(scope="module")
