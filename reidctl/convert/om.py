@@ -19,8 +19,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import click
-
 from reidctl.artifacts import sidecar_path, write_sidecar
 from reidctl.errors import (
     BackendUnavailableError,
@@ -196,50 +194,3 @@ def om_from_onnx(
         write_sidecar(om_file, side)
         os.replace(built, om_file)
     return side
-
-
-@click.command("om")
-@click.argument("onnx_file", type=click.Path(dir_okay=False, path_type=Path))
-@click.option(
-    "-o",
-    "--output",
-    required=True,
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Output prefix: writes <output>.om and <output>.om.json ('.om' may be given).",
-)
-@click.option("--soc", required=True, help="Ascend SoC version, e.g. Ascend310P3, Ascend310B1.")
-@click.option(
-    "--bs",
-    default="1,4,8,16,32",
-    show_default=True,
-    help="Batch gears (--dynamic_batch_size), or the one batch with --static.",
-)
-@click.option("--static", is_flag=True, help="Build one fixed batch size instead of gears.")
-@click.option("--dry-run", is_flag=True, help="Print the atc command and exit.")
-@click.option("--force", is_flag=True, help="Overwrite an existing .om and sidecar.")
-def command(
-    onnx_file: Path, output: Path, soc: str, bs: str, static: bool, dry_run: bool, force: bool
-) -> None:
-    """Convert ONNX_FILE to an Ascend OM model with ATC (needs `atc` on PATH).
-
-    The command is built from the graph: input shape with batch -1 and the --bs gears
-    (or one batch with --static), --out_nodes from the graph's named outputs.
-
-    \b
-    Examples:
-      reidctl convert om osnet.onnx -o osnet --soc Ascend310P3 --bs 1,4,8,16,32
-      reidctl convert om osnet.onnx -o osnet_bs16 --soc Ascend310P3 --static --bs 16 --dry-run
-    """
-    side = om_from_onnx(
-        onnx_file,
-        output,
-        soc=soc,
-        batch_sizes=parse_batch_sizes(bs),
-        static=static,
-        dry_run=dry_run,
-        force=force,
-    )
-    if dry_run:
-        click.echo(side["conversion"]["command"])
-        return
-    click.echo(f"wrote {_om_paths(output)[1]} (batch sizes {side['conversion']['batch_sizes']})")

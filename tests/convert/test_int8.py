@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from reidctl.artifacts import ManifestEntry, read_sidecar, write_manifest, write_sidecar
+from reidctl.commands.convert.int8 import command as int8_command
 from reidctl.convert import int8
 from reidctl.errors import AccuracyGuardError, FormatError, InputError, OutputExistsError
 from reidctl.io import sha256_file, write_json_atomic
@@ -261,7 +262,7 @@ def test_command_reports_guard(setup, tmp_path) -> None:
 
     out = tmp_path / "cli.int8.onnx"
     res = CliRunner().invoke(
-        int8.command,
+        int8_command,
         [
             str(setup["model"]),
             "--calib",

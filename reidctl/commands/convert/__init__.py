@@ -1,4 +1,6 @@
-"""``reidctl convert``: a group whose subcommands live in ``reidctl.convert.<kind>`` modules.
+"""``reidctl convert``: a group whose subcommands live in ``reidctl.commands.convert.<kind>``.
+
+Each is a thin click layer over the library function in ``reidctl.convert.<kind>``.
 
 Each module defines a click command named ``command``; it is imported only when that
 subcommand runs (or its help is shown), so ``reidctl convert om --dry-run`` never imports
@@ -14,9 +16,9 @@ import click
 
 # subcommand -> (module holding `command`, one-line help for `reidctl convert --help`)
 CONVERSIONS: dict[str, tuple[str, str]] = {
-    "trt": ("reidctl.convert.trt", "ONNX -> TensorRT engine (one optimisation profile)."),
-    "om": ("reidctl.convert.om", "ONNX -> Ascend OM via ATC (dynamic batch gears)."),
-    "int8": ("reidctl.convert.int8", "ONNX -> INT8 ONNX (static QDQ, calibrated)."),
+    "trt": ("reidctl.commands.convert.trt", "ONNX -> TensorRT engine (one optimisation profile)."),
+    "om": ("reidctl.commands.convert.om", "ONNX -> Ascend OM via ATC (dynamic batch gears)."),
+    "int8": ("reidctl.commands.convert.int8", "ONNX -> INT8 ONNX (static QDQ, calibrated)."),
 }
 
 
