@@ -47,6 +47,7 @@ from reidctl.artifacts import (
 )
 from reidctl.errors import AccuracyGuardError, FormatError, InputError
 from reidctl.io import refuse_existing, sha256_file
+from reidctl.platform import u8s8_saturates
 
 METHODS = ("minmax", "entropy", "percentile")
 DEPTHWISE = "depthwise"
@@ -382,14 +383,17 @@ def quantize_onnx(
     samples: int | None = DEFAULT_SAMPLES,
     exclude: Sequence[str] = (),
     per_channel: bool = True,
-    reduce_range: bool = False,
+    reduce_range: bool | None = None,
     calib_batch: int = DEFAULT_CALIB_BATCH,
     progress: bool = False,
 ) -> dict[str, Any]:
     """Pre-process and statically quantise ``model_file`` into ``output`` (QDQ, U8S8).
 
-    Writes only ``output`` (no sidecar; see :func:`int8_from_onnx`). Returns the
-    ``conversion`` facts: method, samples used, per-channel, excluded and quantised nodes.
+    ``reduce_range=None`` (the default) quantises weights to 7 bits exactly where this CPU's
+    uint8 x int8 kernels can saturate (x86 without VNNI, see
+    :func:`reidctl.platform.u8s8_saturates`) and to 8 bits elsewhere. Writes only ``output``
+    (no sidecar; see :func:`int8_from_onnx`). Returns the ``conversion`` facts: method,
+    samples used, per-channel, excluded and quantised nodes.
     """
     import onnx
     from onnxruntime.quantization import (
@@ -408,6 +412,8 @@ def quantize_onnx(
         "percentile": CalibrationMethod.Percentile,
     }
     output = Path(output)
+    if reduce_range is None:
+        reduce_range = u8s8_saturates()
     with tempfile.TemporaryDirectory(prefix=".int8-", dir=output.parent) as tmp:
         pre = Path(tmp) / "preprocessed.onnx"
         try:
@@ -494,7 +500,7 @@ def int8_from_onnx(
     samples: int | None = DEFAULT_SAMPLES,
     exclude: Sequence[str] = (),
     per_channel: bool = True,
-    reduce_range: bool = False,
+    reduce_range: bool | None = None,
     eval_dir: str | os.PathLike[str] | None = None,
     max_map_drop: float | None = None,
     threads: int | None = None,

@@ -55,9 +55,10 @@ from reidctl.convert.int8 import DEFAULT_SAMPLES, METHODS, SameSetWarning, int8_
     help="Quantise weights per output channel (more accurate) or per tensor.",
 )
 @click.option(
-    "--reduce-range",
-    is_flag=True,
-    help="7-bit weights: can help accuracy on x86 CPUs without VNNI.",
+    "--reduce-range/--no-reduce-range",
+    default=None,
+    help="7-bit weights. Default: on where this CPU's uint8 x int8 kernels saturate (x86 "
+    "without VNNI, e.g. AVX2-only), off elsewhere; the sidecar records the choice.",
 )
 @click.option(
     "--eval",
@@ -83,7 +84,7 @@ def command(
     samples: int,
     exclude: str,
     per_channel: bool,
-    reduce_range: bool,
+    reduce_range: bool | None,
     eval_dir: Path | None,
     max_map_drop: float | None,
     threads: int | None,

@@ -1,0 +1,38 @@
+"""Facts about the machine that change what reidctl does (no heavy imports here)."""
+
+from __future__ import annotations
+
+import platform
+from collections.abc import Sequence
+
+INT8_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
+# x86 instruction sets with an 8-bit dot product that accumulates in int32; without one,
+# onnxruntime's U8S8 kernels use vpmaddubsw, whose int16 intermediate sums saturate
+VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
+
+
+def cpu_flags(wanted: Sequence[str] = INT8_FLAGS, cpuinfo: str = "/proc/cpuinfo") -> list[str]:
+    """Which of ``wanted`` CPU flags ``cpuinfo`` lists (empty where it cannot be read)."""
+    try:
+        with open(cpuinfo, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    have = set(line.split(":", 1)[1].split())
+                    return [w for w in wanted if w in have]
+    except OSError:
+        pass
+    return []
+
+
+def u8s8_saturates(machine: str | None = None, flags: Sequence[str] | None = None) -> bool:
+    """Whether uint8 x int8 products can saturate in onnxruntime's CPU kernels here.
+
+    True on x86-64 without VNNI (AVX2 only): 8-bit weights then need ``reduce_range``
+    (7-bit) to keep the features, as onnxruntime's quantisation guide advises. Arm and x86
+    with VNNI accumulate in int32 and are not affected.
+    """
+    machine = (machine or platform.machine()).lower()
+    if machine not in ("x86_64", "amd64", "i386", "i686"):
+        return False
+    have = cpu_flags(VNNI_FLAGS) if flags is None else flags
+    return not any(f in have for f in VNNI_FLAGS)
