@@ -13,7 +13,6 @@ import sys
 
 import click
 
-from reidctl import __version__
 from reidctl.errors import ReidctlError
 
 # command name -> (module, attribute, one-line help shown in `reidctl --help`)
@@ -60,6 +59,15 @@ class LazyGroup(click.Group):
                 formatter.write_dl(rows)
 
 
+def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    from reidctl.platform import version_report
+
+    click.echo(version_report())
+    ctx.exit()
+
+
 def _module_exists(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
@@ -69,7 +77,14 @@ def _module_exists(module: str) -> bool:
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
     epilog="Run `reidctl COMMAND --help` for a command's options and examples.",
 )
-@click.version_option(__version__, prog_name="reidctl")
+@click.option(
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_print_version,
+    help="Show the version of reidctl and of the packages it runs on, and exit.",
+)
 def cli() -> None:
     """Export, preprocess, convert, run, evaluate and benchmark person re-identification models.
 

@@ -36,3 +36,43 @@ def u8s8_saturates(machine: str | None = None, flags: Sequence[str] | None = Non
         return False
     have = cpu_flags(VNNI_FLAGS) if flags is None else flags
     return not any(f in have for f in VNNI_FLAGS)
+
+
+# the packages whose versions change reidctl's results or speed
+VERSION_PACKAGES = (
+    "reidctl",
+    "torch",
+    "onnx",
+    "onnxruntime",
+    "onnxruntime-gpu",
+    "openvino",
+    "numpy",
+    "opencv-python-headless",
+    "faiss-cpu",
+    "ray",
+    "tensorrt",
+)
+
+
+def package_versions(names: Sequence[str] = VERSION_PACKAGES) -> dict[str, str]:
+    """Installed versions of ``names`` (distribution names), read from package metadata
+    without importing the packages; absent ones are left out."""
+    from importlib import metadata
+
+    out: dict[str, str] = {}
+    for name in names:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def version_report() -> str:
+    """``reidctl X (python Y; torch Z, ...)``: what ``reidctl --version`` prints."""
+    versions = package_versions()
+    own = versions.pop("reidctl", None)
+    if own is None:
+        from reidctl import __version__ as own
+    deps = ", ".join(f"{k} {v}" for k, v in versions.items())
+    return f"reidctl {own} (python {platform.python_version()}; {deps})"

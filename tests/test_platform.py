@@ -20,3 +20,16 @@ def test_u8s8_saturates_only_on_x86_without_vnni() -> None:
     assert u8s8_saturates("x86_64", ["avx2", "avx512_vnni"]) is False
     assert u8s8_saturates("x86_64", ["avx_vnni"]) is False
     assert u8s8_saturates("aarch64", []) is False
+
+
+def test_version_reports_the_packages_in_use(capsys) -> None:
+    from importlib import metadata
+
+    from reidctl import __version__
+    from reidctl.cli import main
+
+    assert main(["--version"]) == 0
+    out = capsys.readouterr().out.strip()
+    assert out.startswith(f"reidctl {__version__} (python ")
+    for dist in ("torch", "onnxruntime", "numpy"):
+        assert f"{dist} {metadata.version(dist)}" in out
