@@ -24,7 +24,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from reidctl.artifacts import ManifestEntry, read_sidecar, tool_info, write_manifest
+from reidctl.artifacts import ManifestEntry, ModelSidecar, tool_info, write_manifest
 from reidctl.io import write_json_atomic
 from reidctl.specs import PreprocessSpec
 
@@ -106,9 +106,9 @@ def main(
                 warnings.simplefilter("ignore")
                 onnx_from_torch("osnet_x0_25", model, validate_batches=(1,))
             log("exported osnet_x0_25 (random weights)")
-        pre = read_sidecar(model)["preprocess"]
-        prep = synthetic_prep(tmp_path / "prep", n, int(pre["height"]), int(pre["width"]))
-        log(f"{n} tensors of 3x{pre['height']}x{pre['width']} written")
+        pre = ModelSidecar.load(model).preprocess
+        prep = synthetic_prep(tmp_path / "prep", n, pre.height, pre.width)
+        log(f"{n} tensors of 3x{pre.height}x{pre.width} written")
 
         rows = []
         t0 = time.perf_counter()
