@@ -166,7 +166,7 @@ def run_demo(
     ``progress`` receives a line as each stage starts and ends (with its time in seconds).
     Library errors of any stage propagate unchanged (typed, with their exit code).
     """
-    from reidctl.benchmarks.bench import BenchSettings, run_bench, write_outputs
+    from reidctl.bench import BenchSettings, run_bench, write_outputs
     from reidctl.convert.onnx import onnx_from_torch
     from reidctl.models.registry import get_spec
     from reidctl.preprocess import preprocess_dataset
@@ -340,7 +340,7 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 def render_report(result: DemoResult, settings: DemoSettings, bench: Any) -> str:
     """The Markdown report: what ran, accuracy, throughput, pictures, stage timings."""
-    from reidctl.benchmarks.bench import format_table
+    from reidctl.bench import format_table
 
     m = result.metrics
     machine = result.bench.get("machine", {})

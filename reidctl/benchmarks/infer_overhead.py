@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from reidctl.benchmarks.bench import cpu_model
+from reidctl.bench import cpu_model
 
 
 def write_random_prep(out: Path, n: int, seed: int = 0) -> Path:

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from reidctl.benchmarks.bench import cpu_model
+from reidctl.bench import cpu_model
 from reidctl.preprocess.engine import default_workers, preprocess_dataset
 from reidctl.preprocess.layouts import scan_layout
 from reidctl.preprocess.synthetic import make_synthetic_market

@@ -84,7 +84,7 @@ def main(
       python -m reidctl.benchmarks.ray_scaling
       python -m reidctl.benchmarks.ray_scaling --model osnet.onnx --n 2048
     """
-    from reidctl.benchmarks.bench import cpu_model
+    from reidctl.bench import cpu_model
     from reidctl.runners.infer import run_inference
     from reidctl.scale._optional import import_ray
     from reidctl.scale.ray_engine import connect, infer_ray
