@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from reidctl.artifacts import read_json
+from reidctl.artifacts import PrepSet
 from reidctl.errors import InputError, OutputExistsError
 from reidctl.io import write_json_atomic, write_text_atomic
 
@@ -303,7 +303,7 @@ def run_demo(
 
 
 def _count(prep: Path) -> int:
-    return sum(read_json(prep / "meta.json", "preprocessing meta").get("counts", {}).values())
+    return len(PrepSet.open(prep).entries)
 
 
 def _evaluate(results: Path, out: Path) -> dict[str, Any]:
@@ -315,7 +315,7 @@ def _evaluate(results: Path, out: Path) -> dict[str, Any]:
     settings.check()
     data = load_results(results, settings.feature, settings.normalize)
     ev, q_rows, g_rows = evaluate_data(data, settings)
-    write_json_atomic(out / "metrics.json", ev.metrics.to_dict())
+    ev.metrics.save(out / "metrics.json")
     plot_cmc(ev.metrics, out / "cmc.png")
     visualize(ev, data, q_rows, g_rows, 4, out / "ranked.png", top=8)
     return ev.metrics.to_dict()

@@ -33,8 +33,7 @@ from reidctl.bench import cpu_model
 
 def write_random_prep(out: Path, n: int, seed: int = 0) -> Path:
     """``n`` random float32 3x256x128 tensors, manifest and meta.json (docs/formats.md §2)."""
-    from reidctl.artifacts import ManifestEntry, tool_info, write_manifest
-    from reidctl.io import write_json_atomic
+    from reidctl.artifacts import ManifestEntry, finalize_prep_set, write_tensor
     from reidctl.specs import PreprocessSpec
 
     out.mkdir(parents=True, exist_ok=True)
@@ -43,13 +42,14 @@ def write_random_prep(out: Path, n: int, seed: int = 0) -> Path:
     for i in range(n):
         split = "query" if i < n // 4 else "gallery"
         stem = f"{split}_{i:04d}_c1s1_{i:06d}_00"
-        rng.standard_normal((3, 256, 128), dtype=np.float32).tofile(out / f"{stem}.bin")
-        entries.append(ManifestEntry(i, f"{stem}.bin", f"{split}/{stem}.jpg", i // 4 + 1, 1, split))
-    write_manifest(out / "manifest.jsonl", entries)
-    write_json_atomic(
-        out / "meta.json",
+        entry = ManifestEntry(i, f"{stem}.bin", f"{split}/{stem}.jpg", i // 4 + 1, 1, split)
+        write_tensor(out, entry, rng.standard_normal((3, 256, 128), dtype=np.float32).data)
+        entries.append(entry)
+    info = "".join(f"{e.index} {out / e.bin} 128 256\n" for e in entries)
+    finalize_prep_set(
+        out,
+        entries,
         {
-            "format": "reidctl.prep/1",
             "layout": "synthetic",
             "shape": [3, 256, 128],
             "dtype": "float32",
@@ -57,8 +57,8 @@ def write_random_prep(out: Path, n: int, seed: int = 0) -> Path:
             "splits": ["query", "gallery"],
             "flip": False,
             "counts": {"query": n // 4, "gallery": n - n // 4},
-            "tool": tool_info(),
         },
+        info,
     )
     return out
 
