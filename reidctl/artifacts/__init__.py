@@ -36,6 +36,7 @@ from reidctl.artifacts.results import (
     ResultDir,
     RunRecord,
     check_output_names,
+    check_replaceable,
     is_result_dir,
 )
 from reidctl.artifacts.sidecar import (
@@ -66,6 +67,7 @@ __all__ = [
     "RunRecord",
     "check_format",
     "check_output_names",
+    "check_replaceable",
     "facts_from_dict",
     "facts_to_dict",
     "finalize_prep_set",

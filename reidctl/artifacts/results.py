@@ -22,7 +22,13 @@ import numpy as np
 from reidctl.artifacts.common import check_format, read_json, tool_info
 from reidctl.artifacts.prep import MANIFEST_NAME, ManifestEntry, read_manifest, write_manifest
 from reidctl.artifacts.sidecar import ModelSidecar
-from reidctl.errors import FormatError, ShapeMismatchError, UnknownNameError
+from reidctl.errors import (
+    FormatError,
+    InputError,
+    OutputExistsError,
+    ShapeMismatchError,
+    UnknownNameError,
+)
 from reidctl.io import sha256_file, write_json_atomic
 
 RESULT_FORMAT = "reidctl.results/1"
@@ -94,6 +100,23 @@ def check_output_names(names: Sequence[str]) -> None:
 def is_result_dir(path: Path) -> bool:
     """Whether ``path`` looks like a (possibly incomplete) result directory."""
     return any((path / n).exists() for n in (RUN_NAME, MODEL_JSON_NAME, FEATURES_DIR))
+
+
+def check_replaceable(out_dir: Path, force: bool) -> None:
+    """``out_dir`` may become a result directory: absent, empty, or (with ``force``) an
+    earlier result directory. :class:`OutputExistsError` otherwise."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"output {out_dir} exists and is not a directory")
+    if out_dir.is_dir() and any(out_dir.iterdir()):
+        if not force:
+            raise OutputExistsError(
+                f"{out_dir} exists and is not empty; pass --force to replace it"
+            )
+        if not is_result_dir(out_dir):
+            raise OutputExistsError(
+                f"{out_dir} is not a reidctl result directory (no {RUN_NAME}, {MODEL_JSON_NAME} "
+                f"or {FEATURES_DIR}/); refusing to replace it even with --force: choose another -o"
+            )
 
 
 @dataclass(frozen=True)

@@ -64,10 +64,11 @@ def write_random_prep(out: Path, n: int, seed: int = 0) -> Path:
 
 
 def bare_loop(model: Path, prep: Path, batch_size: int, threads: int) -> tuple[float, float, int]:
-    """The baseline: read tensor files, stack, ``InferenceSession.run``. (loop s, total s, n)."""
+    """The baseline: read a batch of tensor files, ``InferenceSession.run``, no read-ahead,
+    no result directory. Returns (loop s, total s, n)."""
     import onnxruntime as ort
 
-    from reidctl.artifacts import read_manifest
+    from reidctl.artifacts import PrepSet
 
     t_total = time.perf_counter()
     so = ort.SessionOptions()
@@ -75,18 +76,13 @@ def bare_loop(model: Path, prep: Path, batch_size: int, threads: int) -> tuple[f
     so.inter_op_num_threads = 1
     sess = ort.InferenceSession(str(model), so, providers=["CPUExecutionProvider"])
     name = sess.get_inputs()[0].name
-    files = [prep / e.bin for e in read_manifest(prep)]
+    tensors = PrepSet.open(prep)
+    n = len(tensors)
     t0 = time.perf_counter()
-    for i in range(0, len(files), batch_size):
-        batch = np.stack(
-            [
-                np.fromfile(f, dtype=np.float32).reshape(3, 256, 128)
-                for f in files[i : i + batch_size]
-            ]
-        )
-        sess.run(None, {name: batch})
+    for i in range(0, n, batch_size):
+        sess.run(None, {name: tensors.read_batch(range(i, min(i + batch_size, n)))})
     t1 = time.perf_counter()
-    return t1 - t0, t1 - t_total, len(files)
+    return t1 - t0, t1 - t_total, n
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -172,8 +172,8 @@ def load_results(
     local_feature: str | None = None,
     need_global: bool = True,
 ) -> EvalData:
-    """Read a result directory: ``run.json`` (must exist), ``model.json``, the manifest and
-    ``features/<name>.npy``. Raises :class:`FormatError` for an incomplete directory,
+    """Read a result directory (:class:`ResultDir`: ``run.json`` must exist, ``model.json``,
+    the manifest, the feature arrays). Raises :class:`FormatError` for an incomplete directory,
     :class:`UnknownNameError` (listing the outputs) for an unknown feature name and
     :class:`ShapeMismatchError` when the rows disagree with the manifest."""
     rd = ResultDir.open(results_dir)

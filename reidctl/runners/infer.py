@@ -32,14 +32,13 @@ from reidctl.artifacts import (
     ResultDir,
     RunRecord,
     check_output_names,
-    is_result_dir,
+    check_replaceable,
     read_tensor,
 )
 from reidctl.errors import (
     BackendUnavailableError,
     FormatError,
     InputError,
-    OutputExistsError,
     ShapeMismatchError,
 )
 from reidctl.io import sha256_file
@@ -159,18 +158,7 @@ def check_input_matches(spec: TensorSpec, meta: dict[str, Any], model_file: str)
 
 
 def _check_out_dir(out_dir: Path, force: bool) -> None:
-    if out_dir.exists() and not out_dir.is_dir():
-        raise InputError(f"output {out_dir} exists and is not a directory")
-    if out_dir.is_dir() and any(out_dir.iterdir()):
-        if not force:
-            raise OutputExistsError(
-                f"{out_dir} exists and is not empty; pass --force to replace it"
-            )
-        if not is_result_dir(out_dir):
-            raise OutputExistsError(
-                f"{out_dir} is not a reidctl result directory (no run.json, model.json or "
-                "features/); refusing to replace it even with --force: choose another -o"
-            )
+    check_replaceable(out_dir, force)
 
 
 def write_dump(
