@@ -39,7 +39,7 @@ from reidctl.artifacts import (
     ManifestEntry,
     ModelSidecar,
     ResultDir,
-    read_json,
+    read_tagged,
     tool_info,
     write_npz_deterministic,
 )
@@ -518,12 +518,12 @@ def load_gallery_index(path: str | os.PathLike[str], verify: bool = True) -> Gal
     path = Path(path)
     if not path.is_file():
         raise FormatError(f"index not found: {path}; build it with `reidctl index build`")
-    sidecar = read_json(index_sidecar_path(path), "index sidecar")
-    if sidecar.get("format") != INDEX_FORMAT:
-        raise FormatError(
-            f"{index_sidecar_path(path)} has format {sidecar.get('format')!r}, expected "
-            f"{INDEX_FORMAT!r}; rebuild the index with `reidctl index build`"
-        )
+    sidecar = read_tagged(
+        index_sidecar_path(path),
+        "index sidecar",
+        INDEX_FORMAT,
+        "rebuild the index with `reidctl index build`",
+    )
     if verify and sidecar.get("index_sha256") != sha256_file(path):
         raise FormatError(
             f"{path} does not match its sidecar (sha256 differs): the index was replaced or "
