@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from reidctl.artifacts import read_json
+from reidctl.artifacts import PrepSet
 from reidctl.errors import InputError, OutputExistsError
 from reidctl.io import write_json_atomic, write_text_atomic
 
@@ -166,7 +166,7 @@ def run_demo(
     ``progress`` receives a line as each stage starts and ends (with its time in seconds).
     Library errors of any stage propagate unchanged (typed, with their exit code).
     """
-    from reidctl.benchmarks.bench import BenchSettings, run_bench, write_outputs
+    from reidctl.bench import BenchSettings, run_bench, write_outputs
     from reidctl.convert.onnx import onnx_from_torch
     from reidctl.models.registry import get_spec
     from reidctl.preprocess import preprocess_dataset
@@ -303,7 +303,7 @@ def run_demo(
 
 
 def _count(prep: Path) -> int:
-    return sum(read_json(prep / "meta.json", "preprocessing meta").get("counts", {}).values())
+    return len(PrepSet.open(prep).entries)
 
 
 def _evaluate(results: Path, out: Path) -> dict[str, Any]:
@@ -315,7 +315,7 @@ def _evaluate(results: Path, out: Path) -> dict[str, Any]:
     settings.check()
     data = load_results(results, settings.feature, settings.normalize)
     ev, q_rows, g_rows = evaluate_data(data, settings)
-    write_json_atomic(out / "metrics.json", ev.metrics.to_dict())
+    ev.metrics.save(out / "metrics.json")
     plot_cmc(ev.metrics, out / "cmc.png")
     visualize(ev, data, q_rows, g_rows, 4, out / "ranked.png", top=8)
     return ev.metrics.to_dict()
@@ -340,7 +340,7 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 def render_report(result: DemoResult, settings: DemoSettings, bench: Any) -> str:
     """The Markdown report: what ran, accuracy, throughput, pictures, stage timings."""
-    from reidctl.benchmarks.bench import format_table
+    from reidctl.bench import format_table
 
     m = result.metrics
     machine = result.bench.get("machine", {})

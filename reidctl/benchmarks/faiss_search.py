@@ -34,7 +34,7 @@ from typing import Any
 import click
 import numpy as np
 
-from reidctl.benchmarks.bench import cpu_model
+from reidctl.bench import cpu_model
 from reidctl.scale._optional import import_faiss
 from reidctl.scale.faiss_index import IndexParams, build_index_from_params, recall_at_k, search
 

@@ -28,13 +28,12 @@ from pathlib import Path
 
 import numpy as np
 
-from reidctl.benchmarks.bench import cpu_model
+from reidctl.bench import cpu_model
 
 
 def write_random_prep(out: Path, n: int, seed: int = 0) -> Path:
     """``n`` random float32 3x256x128 tensors, manifest and meta.json (docs/formats.md §2)."""
-    from reidctl.artifacts import ManifestEntry, tool_info, write_manifest
-    from reidctl.io import write_json_atomic
+    from reidctl.artifacts import ManifestEntry, finalize_prep_set, write_tensor
     from reidctl.specs import PreprocessSpec
 
     out.mkdir(parents=True, exist_ok=True)
@@ -43,13 +42,14 @@ def write_random_prep(out: Path, n: int, seed: int = 0) -> Path:
     for i in range(n):
         split = "query" if i < n // 4 else "gallery"
         stem = f"{split}_{i:04d}_c1s1_{i:06d}_00"
-        rng.standard_normal((3, 256, 128), dtype=np.float32).tofile(out / f"{stem}.bin")
-        entries.append(ManifestEntry(i, f"{stem}.bin", f"{split}/{stem}.jpg", i // 4 + 1, 1, split))
-    write_manifest(out / "manifest.jsonl", entries)
-    write_json_atomic(
-        out / "meta.json",
+        entry = ManifestEntry(i, f"{stem}.bin", f"{split}/{stem}.jpg", i // 4 + 1, 1, split)
+        write_tensor(out, entry, rng.standard_normal((3, 256, 128), dtype=np.float32).data)
+        entries.append(entry)
+    info = "".join(f"{e.index} {out / e.bin} 128 256\n" for e in entries)
+    finalize_prep_set(
+        out,
+        entries,
         {
-            "format": "reidctl.prep/1",
             "layout": "synthetic",
             "shape": [3, 256, 128],
             "dtype": "float32",
@@ -57,17 +57,18 @@ def write_random_prep(out: Path, n: int, seed: int = 0) -> Path:
             "splits": ["query", "gallery"],
             "flip": False,
             "counts": {"query": n // 4, "gallery": n - n // 4},
-            "tool": tool_info(),
         },
+        info,
     )
     return out
 
 
 def bare_loop(model: Path, prep: Path, batch_size: int, threads: int) -> tuple[float, float, int]:
-    """The baseline: read tensor files, stack, ``InferenceSession.run``. (loop s, total s, n)."""
+    """The baseline: read a batch of tensor files, ``InferenceSession.run``, no read-ahead,
+    no result directory. Returns (loop s, total s, n)."""
     import onnxruntime as ort
 
-    from reidctl.artifacts import read_manifest
+    from reidctl.artifacts import PrepSet
 
     t_total = time.perf_counter()
     so = ort.SessionOptions()
@@ -75,18 +76,13 @@ def bare_loop(model: Path, prep: Path, batch_size: int, threads: int) -> tuple[f
     so.inter_op_num_threads = 1
     sess = ort.InferenceSession(str(model), so, providers=["CPUExecutionProvider"])
     name = sess.get_inputs()[0].name
-    files = [prep / e.bin for e in read_manifest(prep)]
+    tensors = PrepSet.open(prep)
+    n = len(tensors)
     t0 = time.perf_counter()
-    for i in range(0, len(files), batch_size):
-        batch = np.stack(
-            [
-                np.fromfile(f, dtype=np.float32).reshape(3, 256, 128)
-                for f in files[i : i + batch_size]
-            ]
-        )
-        sess.run(None, {name: batch})
+    for i in range(0, n, batch_size):
+        sess.run(None, {name: tensors.read_batch(range(i, min(i + batch_size, n)))})
     t1 = time.perf_counter()
-    return t1 - t0, t1 - t_total, len(files)
+    return t1 - t0, t1 - t_total, n
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,7 +12,7 @@ In one run, on this machine:
 
 Calibration uses the train split of market1501-mini; accuracy is measured on its query and
 gallery splits. The FP32 and INT8 models of each pair run in alternating rounds in the same
-loop (:func:`reidctl.benchmarks.bench.run_bench`), so the ratios are measured under the same
+loop (:func:`reidctl.bench.run_bench`), so the ratios are measured under the same
 conditions. Data and weights come from ``$REIDCTL_SAMPLE_DIR`` (default ``../shared``).
 """
 
@@ -26,7 +26,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from reidctl.benchmarks.bench import BenchSettings, cache_dir, machine_info, run_bench
+from reidctl.bench import BenchSettings, cache_dir, machine_info, run_bench
 
 
 def shared_dir() -> Path:

@@ -32,7 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
-from reidctl.benchmarks.bench import cpu_model
+from reidctl.artifacts import PrepSet
+from reidctl.bench import cpu_model
 from reidctl.preprocess.engine import default_workers, preprocess_dataset
 from reidctl.preprocess.layouts import scan_layout
 from reidctl.preprocess.synthetic import make_synthetic_market
@@ -139,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             s = time.perf_counter() - t0
             if dtype == "float32":
-                ours = np.fromfile(out / f"query_{paths[0].stem}.bin", np.float32)
+                ours = PrepSet.open(out).read_batch([0])[0].ravel()
                 diff = float(np.abs(ours - ref_first).max())
             rows.append((f"reidctl preprocess {dtype} ({workers} workers)", s))
             _flush(out)

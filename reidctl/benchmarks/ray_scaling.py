@@ -24,8 +24,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from reidctl.artifacts import ManifestEntry, read_sidecar, tool_info, write_manifest
-from reidctl.io import write_json_atomic
+from reidctl.artifacts import ManifestEntry, ModelSidecar, finalize_prep_set, write_tensor
 from reidctl.specs import PreprocessSpec
 
 
@@ -37,14 +36,16 @@ def synthetic_prep(out: Path, n: int, height: int, width: int, seed: int = 0) ->
     for i in range(n):
         split = "query" if i < n // 4 else "gallery"
         name = f"{split}_{i:06d}.bin"
-        rng.standard_normal((3, height, width), dtype=np.float32).astype("<f4").tofile(out / name)
-        entries.append(ManifestEntry(i, name, f"{split}/{i:06d}.jpg", 1 + i % 50, 1 + i % 6, split))
-    write_manifest(out / "manifest.jsonl", entries)
+        entry = ManifestEntry(i, name, f"{split}/{i:06d}.jpg", 1 + i % 50, 1 + i % 6, split)
+        tensor = rng.standard_normal((3, height, width), dtype=np.float32).astype("<f4")
+        write_tensor(out, entry, tensor.data)
+        entries.append(entry)
     counts = {"query": n // 4, "gallery": n - n // 4}
-    write_json_atomic(
-        out / "meta.json",
+    info = "".join(f"{e.index} {out / e.bin} {width} {height}\n" for e in entries)
+    finalize_prep_set(
+        out,
+        entries,
         {
-            "format": "reidctl.prep/1",
             "layout": "synthetic",
             "root": str(out),
             "splits": ["query", "gallery"],
@@ -54,8 +55,8 @@ def synthetic_prep(out: Path, n: int, height: int, width: int, seed: int = 0) ->
             "shape": [3, height, width],
             "num_tensors": n,
             "counts": counts,
-            "tool": tool_info(),
         },
+        info,
     )
     return out
 
@@ -84,7 +85,7 @@ def main(
       python -m reidctl.benchmarks.ray_scaling
       python -m reidctl.benchmarks.ray_scaling --model osnet.onnx --n 2048
     """
-    from reidctl.benchmarks.bench import cpu_model
+    from reidctl.bench import cpu_model
     from reidctl.runners.infer import run_inference
     from reidctl.scale._optional import import_ray
     from reidctl.scale.ray_engine import connect, infer_ray
@@ -106,9 +107,9 @@ def main(
                 warnings.simplefilter("ignore")
                 onnx_from_torch("osnet_x0_25", model, validate_batches=(1,))
             log("exported osnet_x0_25 (random weights)")
-        pre = read_sidecar(model)["preprocess"]
-        prep = synthetic_prep(tmp_path / "prep", n, int(pre["height"]), int(pre["width"]))
-        log(f"{n} tensors of 3x{pre['height']}x{pre['width']} written")
+        pre = ModelSidecar.load(model).preprocess
+        prep = synthetic_prep(tmp_path / "prep", n, pre.height, pre.width)
+        log(f"{n} tensors of 3x{pre.height}x{pre.width} written")
 
         rows = []
         t0 = time.perf_counter()

@@ -27,12 +27,12 @@ from pathlib import Path
 
 import numpy as np
 
-from reidctl.artifacts import ManifestEntry, write_manifest
+from reidctl.artifacts import ManifestEntry, ModelSidecar, ResultDir, RunRecord
 from reidctl.evaluate.distance import compute_distance
 from reidctl.evaluate.reference import re_ranking_dense
 from reidctl.evaluate.rerank import re_ranking
 from reidctl.evaluate.synthetic import market_like
-from reidctl.io import write_json_atomic
+from reidctl.specs import ModelFacts, PreprocessSpec, TensorSpec
 
 
 def write_result_dir(out: Path, s) -> Path:
@@ -44,23 +44,32 @@ def write_result_dir(out: Path, s) -> Path:
             entries.append(
                 ManifestEntry(len(entries), f"{stem}.bin", f"{stem}.jpg", int(p), int(c), split)
             )
-    out.mkdir(parents=True, exist_ok=True)
     dim = s.q_feat.shape[1]
-    write_json_atomic(
-        out / "model.json",
-        {
-            "model": "synthetic",
-            "preprocess": {"height": 256, "width": 128, "mean": [0.5] * 3, "std": [0.5] * 3},
-            "inputs": [{"name": "image", "shape": ["batch", 3, 256, 128]}],
-            "outputs": [{"name": "feature", "shape": ["batch", dim]}],
-            "feature": "feature",
-            "l2_normalize": True,
-        },
+    facts = ModelFacts(
+        model="synthetic",
+        preprocess=PreprocessSpec(mean=(0.5,) * 3, std=(0.5,) * 3),  # type: ignore[arg-type]
+        inputs=(TensorSpec("image", ("batch", 3, 256, 128)),),
+        outputs=(TensorSpec("feature", ("batch", dim)),),
+        feature="feature",
+        l2_normalize=True,
     )
-    write_manifest(out / "manifest.jsonl", entries)
-    (out / "features").mkdir(exist_ok=True)
-    np.save(out / "features" / "feature.npy", np.concatenate([s.q_feat, s.g_feat]))
-    write_json_atomic(out / "run.json", {"format": "reidctl.results/1", "prep_dir": None})
+    run = RunRecord(
+        backend="synthetic",
+        device="none",
+        options={},
+        model_file="",
+        model_sha256="",
+        prep_dir="",
+        batch_size=1,
+        num_images=len(entries),
+        wall_s=0.0,
+        setup_s=0.0,
+        latencies_s=[],
+        outputs=["feature"],
+        feature="feature",
+    )
+    features = {"feature": np.concatenate([s.q_feat, s.g_feat])}
+    ResultDir.write(out, entries, features, ModelSidecar(facts), run)
     return out
 
 

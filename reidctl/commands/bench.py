@@ -104,7 +104,7 @@ def bench(
       reidctl bench model.onnx --backend ort,openvino --bs 1,4,8,16,32 --out bench/
       reidctl bench model.int8.onnx --vs model.onnx --bs 8 --threads 2
     """
-    from reidctl.benchmarks import bench as engine
+    from reidctl import bench as engine
 
     settings = engine.BenchSettings(
         batch_sizes=engine.parse_int_list(batch_sizes),

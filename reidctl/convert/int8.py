@@ -38,12 +38,11 @@ from typing import Any
 import numpy as np
 
 from reidctl.artifacts import (
-    read_json,
-    read_manifest,
-    read_prep_meta,
+    ModelSidecar,
+    PrepSet,
+    ResultDir,
     read_sidecar,
     sidecar_path,
-    write_sidecar,
 )
 from reidctl.errors import AccuracyGuardError, FormatError, InputError
 from reidctl.io import refuse_existing, sha256_file
@@ -101,19 +100,14 @@ class PrepCalibrationReader:
         progress: bool = False,
     ) -> None:
         self.prep_dir = Path(prep_dir)
-        meta = read_prep_meta(self.prep_dir)
-        entries = read_manifest(self.prep_dir)
-        if not entries:
+        self.prep = PrepSet.open(self.prep_dir)
+        if not self.prep.entries:
             raise FormatError(f"{self.prep_dir} holds no tensors to calibrate with")
-        try:
-            self.dtype = np.dtype(meta.get("dtype", "float32"))
-            self.shape = tuple(int(v) for v in meta["shape"])
-        except (KeyError, TypeError, ValueError) as e:
-            raise FormatError(f"{self.prep_dir}/meta.json lacks a valid dtype/shape ({e})") from e
+        self.dtype, self.shape = self.prep.dtype, self.prep.shape
         if batch_size <= 0:
             raise InputError(f"calibration batch size must be positive, got {batch_size}")
         self.input_name = input_name
-        self.files = [self.prep_dir / entries[i].bin for i in spread_indices(len(entries), samples)]
+        self.files = spread_indices(len(self.prep.entries), samples)  # manifest rows
         self.batch_size = batch_size
         self.static_batch = static_batch
         if static_batch and len(self.files) < batch_size:
@@ -129,19 +123,6 @@ class PrepCalibrationReader:
         full, rest = divmod(len(self.files), self.batch_size)
         return full + (1 if rest and not self.static_batch else 0)
 
-    def _read(self, path: Path) -> np.ndarray:
-        size = int(np.prod(self.shape)) * self.dtype.itemsize
-        try:
-            raw = path.read_bytes()
-        except OSError as e:
-            raise FormatError(f"cannot read calibration tensor {path}: {e}") from e
-        if len(raw) != size:
-            raise FormatError(
-                f"{path} holds {len(raw)} bytes, expected {size} for {list(self.shape)} "
-                f"{self.dtype}; re-run `reidctl preprocess`"
-            )
-        return np.frombuffer(raw, dtype=self.dtype).reshape(self.shape)
-
     def get_next(self) -> dict[str, np.ndarray] | None:
         chunk = self.files[self._pos : self._pos + self.batch_size]
         if not chunk or (self.static_batch and len(chunk) < self.batch_size):
@@ -156,7 +137,7 @@ class PrepCalibrationReader:
         self._pos += len(chunk)
         if self._bar is not None:
             self._bar.update(1)
-        return {self.input_name: np.stack([self._read(p) for p in chunk])}
+        return {self.input_name: self.prep.read_batch(chunk)}
 
     def rewind(self) -> None:
         self._pos = 0
@@ -176,13 +157,13 @@ def overlapping_images(prep_a: str | os.PathLike[str], prep_b: str | os.PathLike
     """How many images two preprocessed sets share (same dataset root and source path);
     the whole set when they are the same directory."""
     a, b = Path(prep_a).resolve(), Path(prep_b).resolve()
-    ea, eb = read_manifest(a), read_manifest(b)
+    pa, pb = PrepSet.open(a), PrepSet.open(b)
     if a == b:
-        return len(ea)
-    ra = str(read_prep_meta(a).get("root", a))
-    rb = str(read_prep_meta(b).get("root", b))
-    sa = {(ra, e.source) for e in ea}
-    return sum((rb, e.source) in sa for e in eb)
+        return len(pa.entries)
+    ra = str(pa.meta.get("root", a))
+    rb = str(pb.meta.get("root", b))
+    sa = {(ra, e.source) for e in pa.entries}
+    return sum((rb, e.source) in sa for e in pb.entries)
 
 
 # --------------------------------------------------------------------------- exclusions
@@ -285,11 +266,7 @@ def _summary_metrics(metrics: Any) -> dict[str, Any]:
 
 
 def _features(results_dir: Path) -> np.ndarray:
-    facts = read_json(results_dir / "model.json", "result model facts")
-    path = results_dir / "features" / f"{facts['feature']}.npy"
-    if not path.is_file():
-        raise FormatError(f"{path} not found: incomplete result directory")
-    return np.load(path)
+    return np.asarray(ResultDir.open(results_dir).features())
 
 
 def accuracy_guard(
@@ -519,15 +496,15 @@ def int8_from_onnx(
     model_file, output, calib_dir = Path(model_file), Path(output), Path(calib_dir)
     if not model_file.is_file():
         raise InputError(f"model file not found: {model_file}")
-    source_sidecar = read_sidecar(model_file)
+    source_sidecar = ModelSidecar.load(model_file)
     if max_map_drop is not None and eval_dir is None:
         raise InputError("--max-map-drop needs --eval PREP_DIR (a labelled preprocessed set)")
     if max_map_drop is not None and max_map_drop < 0:
         raise InputError(f"--max-map-drop is a drop in points (>= 0), got {max_map_drop}")
     _check_output(output, force)
-    read_prep_meta(calib_dir)
+    PrepSet.open(calib_dir)
     if eval_dir is not None:
-        read_prep_meta(eval_dir)
+        PrepSet.open(eval_dir)
         shared = overlapping_images(calib_dir, eval_dir)
         if shared:
             warnings.warn(
@@ -552,16 +529,14 @@ def int8_from_onnx(
             reduce_range=reduce_range,
             progress=progress,
         )
-        sidecar = {
-            k: v
-            for k, v in source_sidecar.items()
-            if k not in ("format", "tool", "validation", "model_file", "model_sha256", "source")
-        }
-        sidecar["source"] = {"file": model_file.name, "sha256": sha256_file(model_file)}
-        sidecar["conversion"] = conversion
-        sidecar["model_file"] = output.name
-        sidecar["model_sha256"] = sha256_file(staged)
-        write_sidecar(staged, sidecar)
+        sidecar = source_sidecar.with_fields(
+            drop=("validation",),
+            source={"file": model_file.name, "sha256": sha256_file(model_file)},
+            conversion=conversion,
+            model_file=output.name,
+            model_sha256=sha256_file(staged),
+        )
+        sidecar.save(staged)
         if eval_dir is not None:
             stage(f"accuracy guard: FP32 and INT8 over {eval_dir}")
             guard = accuracy_guard(
@@ -582,5 +557,5 @@ def int8_from_onnx(
                     "or more --samples"
                 )
         os.replace(staged, output)
-        write_sidecar(output, sidecar)
+        sidecar.with_fields(conversion=conversion).save(output)
     return read_sidecar(output)

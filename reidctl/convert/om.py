@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from reidctl.artifacts import sidecar_path, write_sidecar
+from reidctl.artifacts import sidecar_path
 from reidctl.errors import (
     BackendUnavailableError,
     BadDataError,
@@ -134,12 +134,12 @@ def om_from_onnx(
     onnx_file = Path(onnx_file)
     prefix, om_file = _om_paths(output)
     facts = source_facts(onnx_file)
-    inputs = facts.get("inputs") or []
+    inputs = facts.inputs
     if len(inputs) != 1:
         raise FormatError(f"ATC conversion expects one model input, found {len(inputs)}")
-    shape = list(inputs[0]["shape"])
+    shape = list(inputs[0].shape)
     if not all(isinstance(d, int) for d in shape[1:]):
-        raise FormatError(f"input {inputs[0]['name']!r} has dynamic non-batch dims {shape}")
+        raise FormatError(f"input {inputs[0].name!r} has dynamic non-batch dims {shape}")
     if isinstance(shape[0], int) and not static:
         raise InputError(
             f"{onnx_file} has a static batch of {shape[0]}: convert it with --static --bs "
@@ -149,7 +149,7 @@ def om_from_onnx(
     bs = parse_batch_sizes(list(batch_sizes))
     kwargs: dict[str, Any] = dict(
         soc=soc,
-        input_name=inputs[0]["name"],
+        input_name=inputs[0].name,
         chw=shape[1:],
         batch_sizes=bs,
         out_nodes=out_nodes,
@@ -157,10 +157,8 @@ def om_from_onnx(
     )
     argv = atc_command(onnx_file, prefix, **kwargs)
     batch_dim: int | str = bs[0] if static else "batch"
-    side = {k: v for k, v in facts.items() if k not in ("format", "tool", "validation")}
-    for key in ("inputs", "outputs"):
-        side[key] = [{**t, "shape": [batch_dim, *list(t["shape"])[1:]]} for t in facts[key]]
-    side.update(
+    side = facts.with_batch_dim(batch_dim).with_fields(
+        drop=("validation",),
         source={"file": str(onnx_file.resolve()), "sha256": sha256_file(onnx_file)},
         conversion={
             "kind": "atc",
@@ -175,7 +173,7 @@ def om_from_onnx(
         model_file=om_file.name,
     )
     if dry_run:
-        return side
+        return side.to_dict()
     refuse_existing(om_file, sidecar_path(om_file), force=force)
     if shutil.which("atc") is None:
         raise BackendUnavailableError(f"`atc` is not on PATH: {ATC_HINT}")
@@ -190,7 +188,7 @@ def om_from_onnx(
             raise BadDataError(
                 f"atc failed (exit {proc.returncode}) converting {onnx_file}:\n{tail}"
             )
-        side["model_sha256"] = sha256_file(built)
-        write_sidecar(om_file, side)
+        side = side.with_fields(model_sha256=sha256_file(built))
+        side.save(om_file)
         os.replace(built, om_file)
-    return side
+    return side.to_dict()

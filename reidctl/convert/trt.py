@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from reidctl.artifacts import sidecar_path, write_sidecar
+from reidctl.artifacts import ModelSidecar, sidecar_path
 from reidctl.errors import FormatError, InputError
 from reidctl.io import atomic_path, refuse_existing, sha256_file, write_bytes_atomic
 from reidctl.runners._env import import_backend
@@ -31,15 +31,15 @@ def profile_from_batches(batch_sizes: Sequence[int]) -> tuple[int, int, int]:
     return bs[0], bs[-1], bs[-1]
 
 
-def _input_of(facts: dict[str, Any]) -> tuple[str, list[int | str], int | None]:
-    inputs = facts.get("inputs") or []
+def _input_of(facts: ModelSidecar) -> tuple[str, list[int | str], int | None]:
+    inputs = facts.inputs
     if len(inputs) != 1:
         raise FormatError(f"TensorRT conversion expects one model input, found {len(inputs)}")
-    shape = list(inputs[0]["shape"])
+    shape = list(inputs[0].shape)
     static = shape[0] if isinstance(shape[0], int) and shape[0] > 0 else None
     if not all(isinstance(d, int) for d in shape[1:]):
-        raise FormatError(f"input {inputs[0]['name']!r} has dynamic non-batch dims {shape}")
-    return str(inputs[0]["name"]), shape, static
+        raise FormatError(f"input {inputs[0].name!r} has dynamic non-batch dims {shape}")
+    return inputs[0].name, shape, static
 
 
 def trtexec_command(
@@ -72,27 +72,22 @@ def trtexec_command(
 
 
 def engine_sidecar(
-    facts: dict[str, Any],
+    facts: ModelSidecar,
     onnx_file: Path,
     engine_file: Path,
     conversion: dict[str, Any],
     static_batch: int | None,
-) -> dict[str, Any]:
+) -> ModelSidecar:
     """The engine's sidecar: the ONNX facts carried forward, its source and the conversion."""
     dims: int | str = static_batch or "batch"
-    side = {
-        k: v for k, v in facts.items() if k not in ("format", "tool", "validation", "model_file")
-    }
-    for key in ("inputs", "outputs"):
-        side[key] = [{**t, "shape": [dims, *list(t["shape"])[1:]]} for t in facts[key]]
-    side.update(
+    return facts.with_batch_dim(dims).with_fields(
+        drop=("validation",),
         source={"file": str(onnx_file.resolve()), "sha256": sha256_file(onnx_file)},
         conversion=conversion,
         static_batch=static_batch,
         model_file=engine_file.name,
         model_sha256=sha256_file(engine_file),
     )
-    return side
 
 
 def engine_from_onnx(
@@ -175,6 +170,6 @@ def engine_from_onnx(
     with atomic_path(output) as tmp:
         tmp.write_bytes(bytes(serialized))
         side = engine_sidecar(facts, onnx_file, tmp, conversion, static)
-        side["model_file"] = output.name
-        write_sidecar(output, side)
-    return side
+        side = side.with_fields(model_file=output.name)
+        side.save(output)
+    return side.to_dict()

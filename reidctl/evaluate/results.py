@@ -15,21 +15,17 @@ Entry points for other stages:
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from reidctl.artifacts import (
-    FEATURES_DIR,
-    MANIFEST_NAME,
-    MODEL_JSON_NAME,
-    RUN_NAME,
     ManifestEntry,
-    facts_from_dict,
-    read_json,
-    read_manifest,
+    Metrics,
+    PrepSet,
+    ResultDir,
     read_prep_meta,
 )
 from reidctl.errors import (
@@ -123,40 +119,6 @@ class EvalSettings:
 
 
 @dataclass
-class Metrics:
-    """Accuracy as fractions in [0, 1] (``to_dict`` gives the metrics.json fields)."""
-
-    rank1: float
-    rank5: float
-    rank10: float
-    mAP: float
-    mINP: float
-    cmc: list[float]
-    num_query: int
-    num_valid_query: int
-    num_gallery: int
-    settings: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_rank(cls, r: RankResult, num_gallery: int, settings: dict[str, Any]) -> Metrics:
-        return cls(
-            rank1=r.rank(1),
-            rank5=r.rank(5),
-            rank10=r.rank(10),
-            mAP=float(r.mAP),
-            mINP=float(r.mINP),
-            cmc=[float(v) for v in r.cmc],
-            num_query=r.num_query,
-            num_valid_query=r.num_valid,
-            num_gallery=num_gallery,
-            settings=settings,
-        )
-
-
-@dataclass
 class Evaluation:
     """Everything an evaluation produced: metrics, per-query results, and (unless per-camera
     centroids) the query x gallery-entry distance matrix with the entries' labels."""
@@ -188,21 +150,8 @@ class EvalData:
 # --------------------------------------------------------------------------- loading
 
 
-def _load_npy(path: Path, rows: int, what: str) -> np.ndarray:
-    if not path.is_file():
-        raise FormatError(f"{path} not found; the result directory lacks the {what} output")
-    try:
-        arr = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise FormatError(
-            f"{path} is not a readable .npy array ({e}); re-run `reidctl infer`"
-        ) from e
-    if arr.ndim < 2 or len(arr) != rows:
-        raise ShapeMismatchError(
-            f"{path} has shape {arr.shape} but {MANIFEST_NAME} lists {rows} entries; "
-            "features and manifest must have one row per entry (re-run `reidctl infer`)"
-        )
-    return arr.astype(np.float32, copy=False)
+def _features(rd: ResultDir, name: str) -> np.ndarray:
+    return np.asarray(rd.features(name)).astype(np.float32, copy=False)
 
 
 def _prep_root(prep_dir: str | os.PathLike[str] | None) -> Path | None:
@@ -223,36 +172,20 @@ def load_results(
     local_feature: str | None = None,
     need_global: bool = True,
 ) -> EvalData:
-    """Read a result directory: ``run.json`` (must exist), ``model.json``, the manifest and
-    ``features/<name>.npy``. Raises :class:`FormatError` for an incomplete directory,
+    """Read a result directory (:class:`ResultDir`: ``run.json`` must exist, ``model.json``,
+    the manifest, the feature arrays). Raises :class:`FormatError` for an incomplete directory,
     :class:`UnknownNameError` (listing the outputs) for an unknown feature name and
     :class:`ShapeMismatchError` when the rows disagree with the manifest."""
-    d = Path(results_dir)
-    if not d.is_dir():
-        raise FormatError(f"result directory not found: {d}")
-    if not (d / RUN_NAME).is_file():
-        dumps = any(p.suffix in (".bin", ".txt") for p in d.iterdir())
-        hint = (
-            "; for a vendor dump directory pass --prep PREP --output-index K (and --dim D)"
-            if dumps
-            else ""
-        )
-        raise FormatError(
-            f"{d / RUN_NAME} not found: {d} is not a complete result directory (interrupted "
-            f"`reidctl infer`?); re-run `reidctl infer` to finish it{hint}"
-        )
-    run = read_json(d / RUN_NAME, "run record")
-    facts = facts_from_dict(read_json(d / MODEL_JSON_NAME, "model facts"), str(d / MODEL_JSON_NAME))
-    outputs = [o.name for o in facts.outputs]
-    entries = read_manifest(d / MANIFEST_NAME)
+    rd = ResultDir.open(results_dir)
+    facts = rd.model
+    outputs = rd.outputs
+    entries = list(rd.manifest)
     norm = facts.l2_normalize if normalize is None else normalize
     feat = None
     name = None
     if need_global:
         name = feature or facts.feature
-        if name not in outputs:
-            raise UnknownNameError("output", name, outputs)
-        feat = _load_npy(d / FEATURES_DIR / f"{name}.npy", len(entries), name)
+        feat = _features(rd, name)
         if feat.ndim != 2:
             raise ShapeMismatchError(
                 f"output {name!r} has per-item shape {feat.shape[1:]}, not a vector; pick a "
@@ -263,14 +196,12 @@ def load_results(
     lname = None
     if local:
         lname = local_feature or DEFAULT_LOCAL_FEATURE
-        if lname not in outputs:
-            raise UnknownNameError("output", lname, outputs)
-        loc = _load_npy(d / FEATURES_DIR / f"{lname}.npy", len(entries), lname)
+        loc = _features(rd, lname)
         if loc.ndim != 3:
             raise ShapeMismatchError(
                 f"local output {lname!r} must be [N, stripes, D], got {loc.shape}"
             )
-    return EvalData(feat, loc, entries, name, lname, norm, _prep_root(run.get("prep_dir")))
+    return EvalData(feat, loc, entries, name, lname, norm, _prep_root(rd.run.get("prep_dir")))
 
 
 def load_dump(
@@ -290,8 +221,8 @@ def load_dump(
     dump_dir, prep_dir = Path(dump_dir), Path(prep_dir)
     if not dump_dir.is_dir():
         raise FormatError(f"dump directory not found: {dump_dir}")
-    meta = read_prep_meta(prep_dir)
-    entries = read_manifest(prep_dir / MANIFEST_NAME)
+    prep = PrepSet.open(prep_dir)
+    entries = list(prep.entries)
     if dim is not None and dim < 1:
         raise InputError(f"--dim must be positive, got {dim}")
     paths, missing = [], []
@@ -332,7 +263,6 @@ def load_dump(
     if len(sizes) > 1:
         raise ShapeMismatchError(f"dump files in {dump_dir} differ in length: {sorted(sizes)}")
     feat = np.stack(rows).astype(np.float32) if rows else np.zeros((0, dim or 1), np.float32)
-    root = meta.get("root")
     return EvalData(
         feat,
         None,
@@ -340,7 +270,7 @@ def load_dump(
         f"output {output_index}",
         None,
         True if normalize is None else normalize,
-        Path(root) if root else None,
+        prep.root,
     )
 
 

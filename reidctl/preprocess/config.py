@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from pathlib import Path
 
-from reidctl.artifacts import read_json, sidecar_path
-from reidctl.errors import FormatError, InputError
+from reidctl.artifacts.sidecar import sidecar_preprocess
+from reidctl.errors import InputError
 from reidctl.preprocess.transform import DTYPES
 from reidctl.specs import IMAGENET_MEAN, IMAGENET_STD, PreprocessSpec
 
@@ -51,16 +50,7 @@ def spec_from_sidecar(path: str | os.PathLike[str]) -> PreprocessSpec:
 
     A model file (``model.onnx``) is accepted too: its sidecar beside it is read.
     """
-    p = Path(path)
-    if p.suffix != ".json" and sidecar_path(p).is_file():
-        p = sidecar_path(p)
-    d = read_json(p, "model sidecar")
-    if not isinstance(d.get("preprocess"), dict):
-        raise FormatError(
-            f"model sidecar {p} has no 'preprocess' object; re-export the model with "
-            "`reidctl export` or give --model / --size, --mean, --std instead"
-        )
-    return PreprocessSpec.from_dict(d["preprocess"])
+    return sidecar_preprocess(path)
 
 
 def spec_from_model(name: str) -> PreprocessSpec:

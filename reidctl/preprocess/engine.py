@@ -8,7 +8,9 @@ The pieces, usable on their own (a Ray engine calls :func:`process_shard` per sh
 * :func:`process_shard` decodes, transforms and writes a list of entries;
 * :func:`finalize_output` writes ``manifest.jsonl``, ``prep.info`` and, last, ``meta.json``.
 
-:func:`preprocess_dataset` runs them all over a process pool.
+:func:`preprocess_dataset` runs them all; its ``executor`` writes the tensors
+(:class:`LocalPool`, a process pool, by default; ``reidctl.scale.ray_engine.RayPrepExecutor``
+as Ray tasks).
 """
 
 from __future__ import annotations
@@ -21,20 +23,21 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, Protocol
 
 from reidctl.artifacts import (
     INFO_NAME,
     MANIFEST_NAME,
     META_NAME,
-    PREP_FORMAT,
     ManifestEntry,
+    finalize_prep_set,
     read_json,
-    tool_info,
-    write_manifest,
+    tensor_complete,
+    write_tensor,
 )
+from reidctl.artifacts.prep import TMP_SUFFIX
 from reidctl.errors import BadDataError, FormatError, InputError, OutputExistsError
-from reidctl.io import write_json_atomic, write_text_atomic
+from reidctl.io import write_json_atomic
 from reidctl.preprocess.layouts.base import DEFAULT_SPLITS, Layout, Record, scan_layout
 from reidctl.preprocess.transform import (
     BadImageError,
@@ -46,7 +49,6 @@ from reidctl.specs import PreprocessSpec
 
 #: hidden file holding an unfinished run's settings; removed once meta.json is written
 STATE_NAME = ".reidctl-prep-state.json"
-TMP_SUFFIX = ".tmp"
 
 
 @dataclass(frozen=True)
@@ -218,12 +220,7 @@ def _check_resumable(out: Path, state: dict[str, Any]) -> None:
 # --------------------------------------------------------------------------- tensors
 
 
-def is_complete(path: Path, nbytes: int) -> bool:
-    """A tensor file counts as complete when it exists with exactly ``nbytes`` bytes."""
-    try:
-        return path.stat().st_size == nbytes
-    except OSError:
-        return False
+is_complete = tensor_complete
 
 
 def process_shard(
@@ -262,10 +259,7 @@ def process_shard(
         except BadImageError as err:
             result.bad.append(BadFile(e.source, str(err).split(": ", 1)[-1]))
             continue
-        tmp = out_dir / f".{e.bin}{TMP_SUFFIX}"
-        with open(tmp, "wb") as f:
-            f.write(buf.data)
-        os.replace(tmp, target)
+        write_tensor(out_dir, e, buf.data)
         result.written += 1
     return result
 
@@ -383,6 +377,55 @@ def write_tensors(
             bar.close()
 
 
+class PrepExecutor(Protocol):
+    """Writes the tensors of a preprocessing run (a process pool, Ray tasks, ...)."""
+
+    def write_tensors(
+        self,
+        entries: Sequence[ManifestEntry],
+        root: Path,
+        out: Path,
+        settings: TensorSettings,
+        *,
+        resume: bool = False,
+        progress: bool = False,
+    ) -> ShardResult:
+        """:func:`process_shard` over ``entries``; with ``resume`` complete tensors stay."""
+
+    def finish(self, out: Path) -> None:
+        """Clean up once ``meta.json`` is written."""
+
+
+@dataclass(frozen=True)
+class LocalPool:
+    """:func:`write_tensors` with ``workers`` processes on this machine (default: every core)."""
+
+    workers: int | None = None
+
+    def write_tensors(
+        self,
+        entries: Sequence[ManifestEntry],
+        root: Path,
+        out: Path,
+        settings: TensorSettings,
+        *,
+        resume: bool = False,
+        progress: bool = False,
+    ) -> ShardResult:
+        return write_tensors(
+            entries,
+            root,
+            out,
+            settings,
+            workers=self.workers,
+            skip_existing=resume,
+            progress=progress,
+        )
+
+    def finish(self, out: Path) -> None:
+        return None
+
+
 # --------------------------------------------------------------------------- finishing
 
 
@@ -424,16 +467,11 @@ def finalize_output(
     for p in out_dir.glob("*.bin"):
         if p.name not in keep:
             p.unlink()
-    write_manifest(out_dir / MANIFEST_NAME, entries)
     spec = settings.spec
-    write_text_atomic(
-        out_dir / INFO_NAME, info_lines(entries, out_dir, spec.width, spec.height, relative_info)
-    )
     counts = {s: 0 for s in splits}
     for e in entries:
         counts[e.split] += 1
     meta = {
-        "format": PREP_FORMAT,
         "layout": layout,
         "root": str(root),
         "splits": list(splits),
@@ -447,11 +485,11 @@ def finalize_output(
         "dropped": dropped or {},
         "bad_files": sorted((b.to_dict() for b in bad_files), key=lambda d: d["source"]),
         "info": {"file": INFO_NAME, "relative": relative_info},
-        "tool": tool_info(),
     }
-    write_json_atomic(out_dir / META_NAME, meta)
+    info = info_lines(entries, out_dir, spec.width, spec.height, relative_info)
+    prep = finalize_prep_set(out_dir, entries, meta, info)
     (out_dir / STATE_NAME).unlink(missing_ok=True)
-    return meta
+    return prep.meta
 
 
 def format_bad_files(bad: Sequence[BadFile], root: Path, limit: int = 20) -> str:
@@ -516,8 +554,11 @@ def preprocess_dataset(
     force: bool = False,
     skip_bad: bool = False,
     progress: bool = False,
+    executor: PrepExecutor | None = None,
 ) -> PrepSummary:
     """Turn a dataset into a preprocessed set in ``out_dir`` (see ``docs/formats.md``).
+
+    ``executor`` writes the tensors (default :class:`LocalPool` with ``workers`` processes).
 
     ``spec`` defaults to :class:`PreprocessSpec` () (256x128, bilinear, RGB, ImageNet
     mean/std). Bad images are reported by path: by default every other image is still
@@ -533,18 +574,14 @@ def preprocess_dataset(
     entries = plan_entries(scan.records)
     state = run_state(scan.layout, scan.root, scan.splits, settings)
     out = prepare_output_dir(out_dir, state, resume=resume, force=force)
+    executor = executor or LocalPool(workers)
     t0 = time.perf_counter()
-    result = write_tensors(
-        entries,
-        scan.root,
-        out,
-        settings,
-        workers=workers,
-        skip_existing=resume,
-        progress=progress,
+    result = executor.write_tensors(
+        entries, scan.root, out, settings, resume=resume, progress=progress
     )
     wall = time.perf_counter() - t0
     bad, meta = conclude_preprocess(
         out, entries, result.bad, scan, settings, skip_bad, relative_info
     )
+    executor.finish(out)
     return PrepSummary(out, meta["counts"], result.written, result.skipped, bad, wall, meta)

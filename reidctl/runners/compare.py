@@ -3,31 +3,18 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from reidctl.artifacts import FEATURES_DIR, RUN_NAME, read_json, read_manifest
+from reidctl.artifacts import ResultDir
 from reidctl.errors import FormatError, ShapeMismatchError, ValidationError
 
 
 def read_results(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """``run.json`` and ``{output: features}`` of a complete result directory."""
-    path = Path(path)
-    if not (path / RUN_NAME).is_file():
-        raise FormatError(
-            f"{path} is not a complete result directory ({RUN_NAME} missing); run "
-            "`reidctl infer` again"
-        )
-    run = read_json(path / RUN_NAME, "run file")
-    feats = {}
-    for name in run.get("outputs", []):
-        f = path / FEATURES_DIR / f"{name}.npy"
-        if not f.is_file():
-            raise FormatError(f"{f} is missing although {path / RUN_NAME} lists output {name!r}")
-        feats[name] = np.load(f, allow_pickle=False)
-    return run, feats
+    rd = ResultDir.open(path)
+    return rd.run, {name: rd.features(name) for name in rd.outputs}
 
 
 def row_cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -74,7 +61,7 @@ def compare_results(
     """
     run_a, fa = read_results(results_a)
     run_b, fb = read_results(results_b)
-    ma, mb = read_manifest(results_a), read_manifest(results_b)
+    ma, mb = ResultDir.open(results_a).manifest, ResultDir.open(results_b).manifest
     if [e.bin for e in ma] != [e.bin for e in mb]:
         raise ShapeMismatchError(
             f"{results_a} and {results_b} hold different images (their manifests differ); "

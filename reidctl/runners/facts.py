@@ -15,14 +15,14 @@ from typing import Any
 
 import numpy as np
 
-from reidctl.artifacts import read_sidecar, sidecar_path
-from reidctl.errors import FormatError, UnknownNameError
-from reidctl.specs import PreprocessSpec, TensorSpec
+from reidctl.artifacts import ModelSidecar
+from reidctl.errors import FormatError
+from reidctl.specs import ModelFacts, PreprocessSpec, TensorSpec
 
 
-def sidecar_or_none(model_file: str | os.PathLike[str]) -> dict[str, Any] | None:
-    """The model's sidecar dictionary, or ``None`` when the file has none."""
-    return read_sidecar(model_file) if sidecar_path(model_file).is_file() else None
+def sidecar_or_none(model_file: str | os.PathLike[str]) -> ModelSidecar | None:
+    """The model's sidecar, or ``None`` when the file has none (a malformed one is an error)."""
+    return ModelSidecar.load_or_none(model_file)
 
 
 def onnx_io_specs(path: str | os.PathLike[str]) -> tuple[list[TensorSpec], list[TensorSpec]]:
@@ -56,7 +56,7 @@ def derive_facts(
     outputs: Sequence[TensorSpec],
     preprocess: Mapping[str, Any] | None = None,
     model: str | None = None,
-) -> dict[str, Any]:
+) -> ModelSidecar:
     """Sidecar-shaped facts for a model without a sidecar.
 
     ``preprocess`` defaults to the ImageNet-normalised spec at the input's height and width;
@@ -68,20 +68,27 @@ def derive_facts(
         hw = {"height": shape[-2], "width": shape[-1]}
         if not all(isinstance(v, int) for v in hw.values()):
             hw = {}
-        preprocess = PreprocessSpec(**hw).to_dict()  # type: ignore[arg-type]
+        spec = PreprocessSpec(**hw)  # type: ignore[arg-type]
+    else:
+        spec = PreprocessSpec.from_dict(dict(preprocess))
     batch = inputs[0].shape[0] if inputs and inputs[0].shape else None
-    return {
-        "model": model or Path(model_file).stem,
-        "weights": None,
-        "preprocess": dict(preprocess),
-        "inputs": [t.to_dict() for t in inputs],
-        "outputs": [t.to_dict() for t in outputs],
-        "feature": outputs[0].name,
-        "l2_normalize": True,
-        "static_batch": batch if isinstance(batch, int) else None,
-        "facts_source": "derived from the model graph (no sidecar)",
-        "model_file": Path(model_file).name,
-    }
+    facts = ModelFacts(
+        model=model or Path(model_file).stem,
+        preprocess=spec,
+        inputs=tuple(inputs),
+        outputs=tuple(outputs),
+        feature=outputs[0].name,
+        l2_normalize=True,
+    )
+    return ModelSidecar(
+        facts,
+        {
+            "weights": None,
+            "static_batch": batch if isinstance(batch, int) else None,
+            "facts_source": "derived from the model graph (no sidecar)",
+            "model_file": Path(model_file).name,
+        },
+    )
 
 
 def output_specs(outputs: Mapping[str, np.ndarray]) -> list[TensorSpec]:
@@ -89,17 +96,12 @@ def output_specs(outputs: Mapping[str, np.ndarray]) -> list[TensorSpec]:
     return [TensorSpec(n, ("batch", *a.shape[1:]), str(a.dtype)) for n, a in outputs.items()]
 
 
-def with_feature(facts: dict[str, Any], feature: str | None) -> dict[str, Any]:
+def with_feature(facts: ModelSidecar, feature: str | None) -> ModelSidecar:
     """``facts`` with ``feature`` as the retrieval feature (checked against the outputs)."""
-    if feature is None:
-        return facts
-    names = [o["name"] for o in facts.get("outputs", [])]
-    if feature not in names:
-        raise UnknownNameError("output", feature, names)
-    return {**facts, "feature": feature}
+    return facts.with_feature(feature)
 
 
-def source_facts(onnx_file: str | os.PathLike[str]) -> dict[str, Any]:
+def source_facts(onnx_file: str | os.PathLike[str]) -> ModelSidecar:
     """Facts of an ONNX to be converted: its sidecar, else derived from its graph."""
     side = sidecar_or_none(onnx_file)
     if side is not None:

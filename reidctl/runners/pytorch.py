@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from reidctl.artifacts import read_sidecar, sidecar_path
+from reidctl.artifacts import ModelSidecar, sidecar_path
 from reidctl.errors import BackendUnavailableError, InputError
 from reidctl.runners import register_runner
 from reidctl.runners._env import has_module, import_backend
@@ -43,12 +43,11 @@ class TorchRunner(Runner):
         pre = None
         side = sidecar_path(self.model_file)
         if side.is_file():
-            facts = read_sidecar(self.model_file)
-            model = model or facts.get("model")
-            if weights is None and isinstance(facts.get("weights"), dict):
-                weights = facts["weights"].get("path")
-            if isinstance(facts.get("preprocess"), dict):
-                pre = PreprocessSpec.from_dict(facts["preprocess"])
+            facts = ModelSidecar.load(self.model_file)
+            model = model or facts.model
+            if weights is None and facts.weights is not None:
+                weights = facts.weights.get("path")
+            pre = facts.preprocess
         if weights is None and Path(self.model_file).suffix in self.suffixes:
             weights = self.model_file
         if not model:

@@ -29,21 +29,19 @@ from __future__ import annotations
 import math
 import os
 import zipfile
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from reidctl.artifacts import (
-    FEATURES_DIR,
-    MODEL_JSON_NAME,
-    RUN_NAME,
     ManifestEntry,
-    read_json,
-    read_manifest,
+    ModelSidecar,
+    ResultDir,
+    read_tagged,
     tool_info,
+    write_npz_deterministic,
 )
 from reidctl.errors import FormatError, InputError, ShapeMismatchError, UnknownNameError
 from reidctl.io import atomic_path, refuse_existing, sha256_file, write_json_atomic
@@ -359,7 +357,8 @@ class ResultFeatures:
     feature: str
     normalized: bool
     features_sha256: str
-    model: dict[str, Any] = field(default_factory=dict)
+    features_file: str
+    model: ModelSidecar
 
     @property
     def manifest_index(self) -> np.ndarray:
@@ -386,54 +385,33 @@ def load_result_features(
     defaults to ``model.json``'s ``l2_normalize``. Raises :class:`FormatError` for an
     incomplete directory (no ``run.json``), a missing feature file or a row-count mismatch.
     """
-    rdir = Path(results_dir)
-    if not rdir.is_dir():
-        raise FormatError(f"result directory not found: {rdir}; run `reidctl infer` first")
-    if not (rdir / RUN_NAME).is_file():
-        raise FormatError(
-            f"{rdir} has no {RUN_NAME}: the inference run is incomplete; re-run `reidctl infer`"
-        )
-    model = read_json(rdir / MODEL_JSON_NAME, "model facts")
-    entries = read_manifest(rdir)
-    name = feature or str(model.get("feature", ""))
-    fdir = rdir / FEATURES_DIR
-    available = sorted(p.stem for p in fdir.glob("*.npy"))
-    path = fdir / f"{name}.npy"
-    if not path.is_file():
-        raise (
-            UnknownNameError("feature", name, available)
-            if available
-            else FormatError(f"{fdir} holds no feature arrays; re-run `reidctl infer`")
-        )
-    try:
-        arr = np.load(path, mmap_mode="r", allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise FormatError(f"cannot read {path}: {e}; re-run `reidctl infer`") from e
-    if arr.ndim < 2 or arr.shape[0] != len(entries):
-        raise FormatError(
-            f"{path} has shape {list(arr.shape)} but the manifest has {len(entries)} rows; "
-            "the result directory is inconsistent, re-run `reidctl infer`"
-        )
+    rd = ResultDir.open(results_dir)
+    entries = rd.manifest
+    name = feature or rd.model.feature
+    if name not in rd.outputs:
+        raise UnknownNameError("feature", name, rd.outputs)
+    arr = rd.features(name, mmap=True)
     chosen = [e for e in entries if e.split == split]
     if not chosen:
         splits = sorted({e.split for e in entries})
         raise FormatError(
-            f"{rdir} has no {split!r} rows (splits present: {', '.join(splits) or 'none'}); "
+            f"{rd.path} has no {split!r} rows (splits present: {', '.join(splits) or 'none'}); "
             f"preprocess with the {split} split included"
         )
     rows = np.array([e.index for e in chosen], dtype=np.int64)
     x = np.asarray(arr[rows], dtype=np.float32).reshape(len(chosen), -1)
-    do_norm = bool(model.get("l2_normalize", False)) if normalize is None else normalize
+    do_norm = rd.model.l2_normalize if normalize is None else normalize
     if do_norm:
         x = l2_normalize(x)
     return ResultFeatures(
-        results_dir=rdir.resolve(),
+        results_dir=rd.path.resolve(),
         entries=chosen,
         features=np.ascontiguousarray(x),
         feature=name,
         normalized=do_norm,
-        features_sha256=sha256_file(path),
-        model=model,
+        features_sha256=rd.features_sha256(name),
+        features_file=rd.features_file(name),
+        model=rd.model,
     )
 
 
@@ -500,10 +478,10 @@ def build_gallery_index(
         "num_rows": len(gal.entries),
         "split": split,
         "results_dir": str(gal.results_dir),
-        "features_file": f"{FEATURES_DIR}/{gal.feature}.npy",
+        "features_file": gal.features_file,
         "features_sha256": gal.features_sha256,
-        "model": gal.model.get("model"),
-        "model_sha256": gal.model.get("model_sha256"),
+        "model": gal.model.model,
+        "model_sha256": gal.model.model_sha256,
         "rows": {
             "manifest_index": [e.index for e in gal.entries],
             "pid": [e.pid for e in gal.entries],
@@ -540,12 +518,12 @@ def load_gallery_index(path: str | os.PathLike[str], verify: bool = True) -> Gal
     path = Path(path)
     if not path.is_file():
         raise FormatError(f"index not found: {path}; build it with `reidctl index build`")
-    sidecar = read_json(index_sidecar_path(path), "index sidecar")
-    if sidecar.get("format") != INDEX_FORMAT:
-        raise FormatError(
-            f"{index_sidecar_path(path)} has format {sidecar.get('format')!r}, expected "
-            f"{INDEX_FORMAT!r}; rebuild the index with `reidctl index build`"
-        )
+    sidecar = read_tagged(
+        index_sidecar_path(path),
+        "index sidecar",
+        INDEX_FORMAT,
+        "rebuild the index with `reidctl index build`",
+    )
     if verify and sidecar.get("index_sha256") != sha256_file(path):
         raise FormatError(
             f"{path} does not match its sidecar (sha256 differs): the index was replaced or "
@@ -638,15 +616,6 @@ def search_gallery_index(
         gallery_camids=gi.rows("camid"),
         metric=gi.metric,
     )
-
-
-def write_npz_deterministic(path: str | os.PathLike[str], arrays: Mapping[str, np.ndarray]) -> None:
-    """``np.savez`` with fixed zip timestamps (byte-identical on re-runs), written atomically."""
-    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as zf:
-        for name in sorted(arrays):
-            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
-            with zf.open(info, "w", force_zip64=True) as f:
-                np.lib.format.write_array(f, np.asarray(arrays[name]), allow_pickle=False)
 
 
 def write_topk(topk: TopK, path: str | os.PathLike[str]) -> Path:

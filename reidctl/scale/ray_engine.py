@@ -1,14 +1,16 @@
 """Preprocessing and inference on a Ray cluster, with the single-machine artefacts as output.
 
-* :func:`preprocess_ray` splits the planned tensors into shards and runs
-  :func:`reidctl.preprocess.engine.process_shard` on each as a Ray task; the driver writes
-  the manifest, ``prep.info`` and ``meta.json`` exactly as ``reidctl preprocess`` does.
-* :func:`infer_ray` starts a pool of Ray actors, each holding one activated runner for its
-  whole life (the model loads once per worker), and hands them shards of the manifest; the
-  driver persists every finished shard under ``RESULTS/.shards/`` and writes the result
-  directory of ``reidctl infer`` at the end, rows in manifest order. Shard boundaries fall
-  on multiples of the batch size, so every batch holds the same rows as in a single-process
-  run and the CPU ``ort`` features are byte-identical.
+* :class:`RayPrepExecutor` (used by :func:`preprocess_ray`) is the tensor-writing step of
+  :func:`reidctl.preprocess.engine.preprocess_dataset`: it splits the planned tensors into
+  shards and runs :func:`reidctl.preprocess.engine.process_shard` on each as a Ray task;
+  the pipeline then writes the manifest, ``prep.info`` and ``meta.json`` as for a local run.
+* :class:`RayExecutor` (used by :func:`infer_ray`) is the executor of
+  :func:`reidctl.runners.infer.run_inference`: a pool of Ray actors, each holding one
+  activated runner for its whole life (the model loads once per worker), is handed shards
+  of the manifest; the driver persists every finished shard under ``RESULTS/.shards/``, and
+  ``run_inference`` writes the result directory at the end, rows in manifest order. Shard
+  boundaries fall on multiples of the batch size, so every batch holds the same rows as in
+  a single-process run and the CPU ``ort`` features are byte-identical.
 
 Where things must live on a real cluster: the dataset root (preprocess) and the
 preprocessed set (infer) are read by the workers at the same absolute path as on the
@@ -42,11 +44,16 @@ from typing import Any
 
 import numpy as np
 
-from reidctl.artifacts import MANIFEST_NAME, ManifestEntry, read_manifest, read_prep_meta
-from reidctl.errors import BadDataError, FormatError, InputError, OutputExistsError, ReidctlError
+from reidctl.artifacts import (
+    MANIFEST_NAME,
+    ManifestEntry,
+    PrepSet,
+    is_result_dir,
+    write_npz_deterministic,
+)
+from reidctl.errors import BadDataError, InputError, OutputExistsError, ReidctlError
 from reidctl.io import sha256_file, write_json_atomic
 from reidctl.scale._optional import import_ray
-from reidctl.scale.faiss_index import write_npz_deterministic
 
 # The preprocess defaults, without importing the preprocess stage (OpenCV) at import time.
 DEFAULT_SPLITS = ("query", "gallery")
@@ -166,6 +173,94 @@ def _prep_marker(out: Path, i: int) -> Path:
     return out / SHARDS_DIR / f"prep-{i:06d}.json"
 
 
+class RayPrepExecutor:
+    """The tensor-writing step of :func:`reidctl.preprocess.engine.preprocess_dataset` as
+    Ray tasks: ``shard_size`` images per task, a task whose worker dies retried by Ray up
+    to ``max_retries`` times. Each finished shard leaves a marker in ``PREP/.shards/`` so a
+    resumed run skips it (removed by :meth:`finish`, once ``meta.json`` is written)."""
+
+    def __init__(
+        self,
+        address: str | None = None,
+        shard_size: int = DEFAULT_PREP_SHARD,
+        max_retries: int = 3,
+    ) -> None:
+        if shard_size < 1 or max_retries < 0:
+            raise InputError("shard_size must be >= 1 and max_retries >= 0")
+        import_ray()
+        self.address, self.shard_size, self.max_retries = address, shard_size, max_retries
+
+    def write_tensors(
+        self,
+        entries: Sequence[ManifestEntry],
+        root: Path,
+        out: Path,
+        settings: Any,
+        *,
+        resume: bool = False,
+        progress: bool = False,
+    ) -> Any:
+        from reidctl.preprocess.engine import ShardResult
+
+        ray = import_ray()
+        shards = _shard_ranges(len(entries), self.shard_size)
+        if not resume:
+            shutil.rmtree(out / SHARDS_DIR, ignore_errors=True)
+        (out / SHARDS_DIR).mkdir(exist_ok=True)
+        total = ShardResult()
+        todo = []
+        for i, (a, b) in enumerate(shards):
+            done = _read_prep_marker(_prep_marker(out, i), entries[a:b]) if resume else None
+            if done is None:
+                todo.append(i)
+            else:
+                total.skipped += b - a
+                total.bad.extend(done)
+        with connect(self.address):
+            task = ray.remote(num_cpus=1, max_retries=self.max_retries)(_prep_shard)
+            refs = {
+                task.remote(list(entries[a:b]), str(root), str(out), settings, resume): i
+                for i in todo
+                for a, b in [shards[i]]
+            }
+            bar = _bar(len(entries), "preprocess (ray)", progress, initial=total.skipped)
+            try:
+                while refs:
+                    ready, _ = ray.wait(list(refs), num_returns=1)
+                    i = refs.pop(ready[0])
+                    r = self._result(ray, ready[0], i, shards[i])
+                    total.add(r)
+                    a, b = shards[i]
+                    write_json_atomic(
+                        _prep_marker(out, i),
+                        {
+                            "first": entries[a].bin,
+                            "last": entries[b - 1].bin,
+                            "count": b - a,
+                            "bad": [x.to_dict() for x in r.bad],
+                        },
+                    )
+                    bar.update(b - a)
+            finally:
+                bar.close()
+        return total
+
+    def _result(self, ray: Any, ref: Any, i: int, shard: tuple[int, int]) -> Any:
+        try:
+            return ray.get(ref)
+        except ray.exceptions.RayError as e:
+            if _is_task_error(ray, e):
+                raise _unwrap(ray, e, f"preprocess shard {i}") from None
+            raise WorkerFailureError(
+                f"preprocess shard {i} (images {shard[0]}..{shard[1] - 1}) failed after "
+                f"{self.max_retries} retries: {str(e).splitlines()[0]}; re-run with --resume "
+                "to keep the finished shards"
+            ) from e
+
+    def finish(self, out: Path) -> None:
+        shutil.rmtree(out / SHARDS_DIR, ignore_errors=True)
+
+
 def preprocess_ray(
     layout: str,
     root: str | os.PathLike[str],
@@ -184,96 +279,29 @@ def preprocess_ray(
     skip_bad: bool = False,
     progress: bool = False,
 ) -> Any:
-    """:func:`reidctl.preprocess.preprocess_dataset` with Ray tasks doing the tensors.
+    """:func:`reidctl.preprocess.preprocess_dataset` with Ray tasks doing the tensors
+    (:class:`RayPrepExecutor`).
 
     Same arguments and result (a ``PrepSummary``) and the same directory, byte for byte,
-    as the single-machine run. ``shard_size`` images go to one task; a task whose worker
-    dies is retried by Ray up to ``max_retries`` times. Each finished shard leaves a marker
-    in ``PREP/.shards/`` so ``resume`` skips it (removed once ``meta.json`` is written).
+    as the single-machine run.
     """
-    from reidctl.preprocess.engine import (
-        PrepSummary,
-        ShardResult,
-        conclude_preprocess,
-        plan_entries,
-        prepare_output_dir,
-        run_state,
-    )
-    from reidctl.preprocess.layouts.base import scan_layout
-    from reidctl.preprocess.transform import TensorSettings
-    from reidctl.specs import PreprocessSpec
+    from reidctl.preprocess.engine import preprocess_dataset
 
-    if shard_size < 1 or max_retries < 0:
-        raise InputError("shard_size must be >= 1 and max_retries >= 0")
-    ray = import_ray()
-    settings = TensorSettings(spec or PreprocessSpec(), dtype, flip)
-    scan = scan_layout(layout, root, splits)
-    if not scan.records:
-        raise InputError(f"no images found for splits {', '.join(scan.splits)} under {scan.root}")
-    entries = plan_entries(scan.records)
-    out = prepare_output_dir(
+    return preprocess_dataset(
+        layout,
+        root,
         out_dir,
-        run_state(scan.layout, scan.root, scan.splits, settings),
+        spec=spec,
+        splits=splits,
+        dtype=dtype,
+        flip=flip,
+        relative_info=relative_info,
         resume=resume,
         force=force,
+        skip_bad=skip_bad,
+        progress=progress,
+        executor=RayPrepExecutor(address, shard_size, max_retries),
     )
-    shards = _shard_ranges(len(entries), shard_size)
-    if not resume:
-        shutil.rmtree(out / SHARDS_DIR, ignore_errors=True)
-    (out / SHARDS_DIR).mkdir(exist_ok=True)
-
-    total, bad = ShardResult(), []
-    todo = []
-    for i, (a, b) in enumerate(shards):
-        done = _read_prep_marker(_prep_marker(out, i), entries[a:b]) if resume else None
-        if done is None:
-            todo.append(i)
-        else:
-            total.skipped += b - a
-            bad.extend(done)
-    t0 = time.perf_counter()
-    with connect(address):
-        task = ray.remote(num_cpus=1, max_retries=max_retries)(_prep_shard)
-        refs = {
-            task.remote(entries[a:b], str(scan.root), str(out), settings, resume): i
-            for i in todo
-            for a, b in [shards[i]]
-        }
-        bar = _bar(len(entries), "preprocess (ray)", progress, initial=total.skipped)
-        try:
-            while refs:
-                ready, _ = ray.wait(list(refs), num_returns=1)
-                i = refs.pop(ready[0])
-                try:
-                    r = ray.get(ready[0])
-                except ray.exceptions.RayError as e:
-                    if _is_task_error(ray, e):
-                        raise _unwrap(ray, e, f"preprocess shard {i}") from None
-                    raise WorkerFailureError(
-                        f"preprocess shard {i} (images {shards[i][0]}..{shards[i][1] - 1}) "
-                        f"failed after {max_retries} retries: {str(e).splitlines()[0]}; "
-                        "re-run with --resume to keep the finished shards"
-                    ) from e
-                total.add(r)
-                bad.extend(r.bad)
-                a, b = shards[i]
-                write_json_atomic(
-                    _prep_marker(out, i),
-                    {
-                        "first": entries[a].bin,
-                        "last": entries[b - 1].bin,
-                        "count": b - a,
-                        "bad": [x.to_dict() for x in r.bad],
-                    },
-                )
-                bar.update(b - a)
-        finally:
-            bar.close()
-    wall = time.perf_counter() - t0
-    bad, meta = conclude_preprocess(out, entries, bad, scan, settings, skip_bad, relative_info)
-    shutil.rmtree(out / SHARDS_DIR, ignore_errors=True)
-    written = total.written
-    return PrepSummary(out, meta["counts"], written, total.skipped, bad, wall, meta)
 
 
 def _read_prep_marker(path: Path, shard: Sequence[ManifestEntry]) -> list[Any] | None:
@@ -314,15 +342,14 @@ class InferWorker:
     ) -> None:
         from reidctl.runners.infer import check_input_matches, single_input
 
-        self.prep_dir, self.batch_size = prep_dir, batch_size
+        self.batch_size = batch_size
         self.error: ReidctlError | None = None
         self.runner = None
         try:
-            self.meta = read_prep_meta(prep_dir)
-            self.entries = read_manifest(prep_dir)
+            self.prep = PrepSet.open(prep_dir)
             self.runner = runner_cls(model_file, **options).activate()
             self.input = single_input(self.runner)
-            check_input_matches(self.input, self.meta, model_file)
+            check_input_matches(self.input, self.prep.meta, model_file)
         except ReidctlError as e:
             self.error = e
 
@@ -348,19 +375,15 @@ class InferWorker:
         before = len(self.runner.latencies_s)
         out = infer_entries(
             self.runner,
-            self.prep_dir,
-            self.entries[start:stop],
+            self.prep,
+            self.prep.entries[start:stop],
             self.batch_size,
-            dtype=str(self.meta.get("dtype", "float32")),
-            shape=self.meta["shape"],
             input_name=self.input.name,
         )
         return out, list(self.runner.latencies_s[before:])
 
 
 def _prepare_results_dir(out_dir: Path, resume: bool, force: bool) -> None:
-    from reidctl.runners.infer import is_result_dir
-
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"output {out_dir} exists and is not a directory")
     if not out_dir.is_dir():
@@ -402,6 +425,145 @@ def _load_shard(path: Path, key: str) -> dict[str, np.ndarray] | None:
         return None
 
 
+class RayExecutor:
+    """The executor of :func:`reidctl.runners.infer.run_inference` on a pool of Ray actors.
+
+    ``address``: see :func:`connect`. ``workers`` actors (default: the cluster's CPUs /
+    ``cpus_per_worker``, or its GPUs / ``gpus_per_worker``, at most one per shard) each
+    reserve ``cpus_per_worker`` CPUs and ``gpus_per_worker`` GPUs (Ray sets
+    ``CUDA_VISIBLE_DEVICES``, so ``cuda:0`` is the worker's own GPU); a runner taking
+    ``threads`` gets ``cpus_per_worker`` threads unless ``threads`` is given. A shard is
+    ``shard_size`` rows (default ``8 * batch_size``, rounded up to a multiple of the batch
+    size, so every batch holds the same rows as in one process). A shard whose worker dies
+    is resubmitted up to ``max_retries`` times; with ``resume`` the shards persisted by an
+    interrupted run (same model, back end, options, batch size) are not run again.
+    """
+
+    def __init__(
+        self,
+        address: str | None = None,
+        workers: int | None = None,
+        cpus_per_worker: float = 1,
+        gpus_per_worker: float = 0,
+        shard_size: int | None = None,
+        max_retries: int = 3,
+        resume: bool = False,
+    ) -> None:
+        if (workers is not None and workers < 1) or cpus_per_worker <= 0 or gpus_per_worker < 0:
+            raise InputError("--workers must be >= 1, cpus per worker > 0, --gpus-per-worker >= 0")
+        if max_retries < 0:
+            raise InputError(f"max_retries must be >= 0, got {max_retries}")
+        self.address, self.workers = address, workers
+        self.cpus_per_worker, self.gpus_per_worker = cpus_per_worker, gpus_per_worker
+        self.shard_size, self.max_retries, self.resume = shard_size, max_retries, resume
+
+    def prepare_output(self, out_dir: Path, force: bool) -> None:
+        _prepare_results_dir(out_dir, self.resume, force)
+
+    def runner_options(self, cls: type, options: dict[str, Any]) -> dict[str, Any]:
+        if "threads" in cls.accepted_options and "threads" not in options:
+            return {**options, "threads": max(1, int(self.cpus_per_worker))}
+        return options
+
+    def run(self, job: Any) -> Any:
+        from reidctl.runners.infer import InferOutcome
+        from reidctl.specs import TensorSpec
+
+        out_dir, entries, batch_size = job.out_dir, job.prep.entries, job.batch_size
+        size = self.shard_size or DEFAULT_INFER_SHARD_BATCHES * batch_size
+        size = -(-size // batch_size) * batch_size  # whole batches: same batches as one process
+        shards = _shard_ranges(len(entries), size)
+        key_base = {
+            "model_sha256": job.model_sha256,
+            "backend": job.runner_cls.name,
+            "options": {k: str(v) for k, v in sorted(job.options.items())},
+            "batch_size": batch_size,
+            "manifest_sha256": sha256_file(job.prep.path / MANIFEST_NAME),
+        }
+        keys = [json.dumps({**key_base, "rows": [a, b]}, sort_keys=True) for a, b in shards]
+        results: dict[int, dict[str, np.ndarray]] = {}
+        if self.resume:
+            for i in range(len(shards)):
+                loaded = _load_shard(_shard_path(out_dir, i), keys[i])
+                if loaded is not None:
+                    results[i] = loaded
+        (out_dir / SHARDS_DIR).mkdir(parents=True, exist_ok=True)
+        todo = [i for i in range(len(shards)) if i not in results]
+
+        ray = import_ray()
+        t_start = time.perf_counter()
+        latencies: list[float] = []
+        with connect(self.address):
+            n_workers = self.workers or _default_workers(
+                ray, self.cpus_per_worker, self.gpus_per_worker
+            )
+            n_workers = max(1, min(n_workers, len(todo) or 1))
+            actor_cls = ray.remote(
+                num_cpus=self.cpus_per_worker,
+                num_gpus=self.gpus_per_worker,
+                max_restarts=self.max_retries,
+                max_task_retries=0,  # the driver resubmits, preferring another worker
+            )(InferWorker)
+            args = (str(job.model_file), str(job.prep.path), job.runner_cls, job.options)
+            actors = [actor_cls.remote(*args, batch_size) for _ in range(n_workers)]
+            try:
+                described = _describe_all(ray, actors, self.max_retries)
+                setup_s = time.perf_counter() - t_start
+                t0 = time.perf_counter()
+                bar = _bar(
+                    len(entries),
+                    f"infer (ray, {n_workers} workers)",
+                    job.progress,
+                    initial=sum(b - a for i, (a, b) in enumerate(shards) if i in results),
+                )
+                try:
+                    retried = _run_shards(
+                        ray,
+                        actors,
+                        todo,
+                        shards,
+                        self.max_retries,
+                        lambda i, out, lat: _persist(
+                            out_dir, i, keys[i], out, lat, results, latencies
+                        ),
+                        bar,
+                    )
+                finally:
+                    bar.close()
+                wall_s = time.perf_counter() - t0
+            finally:
+                for a in actors:
+                    ray.kill(a, no_restart=True)
+
+        outputs = {
+            name: np.concatenate([results[i][name] for i in range(len(shards))])
+            for name in results[0]
+        }
+        engine = {
+            "name": "ray",
+            "address": self.address,
+            "workers": n_workers,
+            "cpus_per_worker": self.cpus_per_worker,
+            "gpus_per_worker": self.gpus_per_worker,
+            "nodes": len({d["node"] for d in described}),
+            "shards": len(shards),
+            "shard_size": size,
+            "resumed_shards": len(shards) - len(todo),
+            "retried_shards": retried,
+        }
+        # The result directory replaces out_dir as a whole: .shards/ goes with the old one.
+        return InferOutcome(
+            outputs=outputs,
+            device=described[0]["device"],
+            inputs=[TensorSpec.from_dict(t) for t in described[0]["inputs"]],
+            latencies_s=latencies,
+            setup_s=setup_s,
+            wall_s=wall_s,
+            engine=engine,
+            versions={"ray": ray.__version__},
+        )
+
+
 def infer_ray(
     model_file: str | os.PathLike[str],
     prep_dir: str | os.PathLike[str],
@@ -423,163 +585,33 @@ def infer_ray(
     resume: bool = False,
     **runner_options: Any,
 ) -> dict[str, Any]:
-    """:func:`reidctl.runners.infer.run_inference` on a pool of Ray actors.
+    """:func:`reidctl.runners.infer.run_inference` with a :class:`RayExecutor`.
 
-    The arguments before ``*`` and ``runner_options`` are those of ``run_inference``;
-    ``backend`` may also be a :class:`~reidctl.runners.base.Runner` subclass (it travels
-    to the workers, which never ran your ``register_runner`` call). ``address``: see
-    :func:`connect`. ``workers`` actors (default: the cluster's CPUs / ``cpus_per_worker``,
-    or its GPUs / ``gpus_per_worker``, at most one per shard) each reserve
-    ``cpus_per_worker`` CPUs and ``gpus_per_worker`` GPUs (Ray sets
-    ``CUDA_VISIBLE_DEVICES``, so ``cuda:0`` is the worker's own GPU); a runner taking
-    ``threads`` gets ``cpus_per_worker`` threads unless ``threads`` is given. A shard is
-    ``shard_size`` rows (default ``8 * batch_size``, rounded up to a multiple of
-    ``batch_size``). Returns the ``run.json`` dictionary, which adds ``engine`` (ray,
-    address, workers, nodes, shards, retried shards).
+    The arguments before ``*`` and ``runner_options`` are those of ``run_inference``
+    (``backend`` may also be a :class:`~reidctl.runners.base.Runner` subclass: it travels
+    to the workers, which never ran your ``register_runner`` call); the others configure
+    the :class:`RayExecutor`. Returns the ``run.json`` dictionary, which adds ``engine``
+    (ray, address, workers, nodes, shards, retried shards).
     """
-    from reidctl import __version__
-    from reidctl.artifacts import RESULT_FORMAT, tool_info
-    from reidctl.runners.base import Runner
-    from reidctl.runners.facts import derive_facts, output_specs, sidecar_or_none, with_feature
-    from reidctl.runners.infer import (
-        check_options,
-        load_inference_inputs,
-        runner_class,
-        write_results,
+    from reidctl.runners.infer import run_inference
+
+    executor = RayExecutor(
+        address, workers, cpus_per_worker, gpus_per_worker, shard_size, max_retries, resume
     )
-
-    model_file, prep_dir, out_dir = Path(model_file), Path(prep_dir), Path(out_dir)
-    if (workers is not None and workers < 1) or cpus_per_worker <= 0 or gpus_per_worker < 0:
-        raise InputError("--workers must be >= 1, cpus per worker > 0, --gpus-per-worker >= 0")
-    if max_retries < 0:
-        raise InputError(f"max_retries must be >= 0, got {max_retries}")
-    meta, entries = load_inference_inputs(model_file, prep_dir, dump, batch_size)
-    _prepare_results_dir(out_dir, resume, force)
-    if isinstance(backend, type) and issubclass(backend, Runner):
-        cls = backend
-    else:
-        cls = runner_class(model_file, backend)
-    options = check_options(cls, runner_options)
-    if "threads" in cls.accepted_options and "threads" not in options:
-        options["threads"] = max(1, int(cpus_per_worker))
-    sidecar = sidecar_or_none(model_file)
-
-    size = shard_size or DEFAULT_INFER_SHARD_BATCHES * batch_size
-    size = -(-size // batch_size) * batch_size  # whole batches: same batches as one process
-    shards = _shard_ranges(len(entries), size)
-    key_base = {
-        "model_sha256": sha256_file(model_file),
-        "backend": cls.name,
-        "options": {k: str(v) for k, v in sorted(options.items())},
-        "batch_size": batch_size,
-        "manifest_sha256": sha256_file(prep_dir / MANIFEST_NAME),
-    }
-    keys = [json.dumps({**key_base, "rows": [a, b]}, sort_keys=True) for a, b in shards]
-    results: dict[int, dict[str, np.ndarray]] = {}
-    if resume:
-        for i in range(len(shards)):
-            loaded = _load_shard(_shard_path(out_dir, i), keys[i])
-            if loaded is not None:
-                results[i] = loaded
-    (out_dir / SHARDS_DIR).mkdir(parents=True, exist_ok=True)
-    todo = [i for i in range(len(shards)) if i not in results]
-
-    ray = import_ray()
-    t_start = time.perf_counter()
-    latencies: list[float] = []
-    with connect(address):
-        n_workers = workers or _default_workers(ray, cpus_per_worker, gpus_per_worker)
-        n_workers = max(1, min(n_workers, len(todo) or 1))
-        actor_cls = ray.remote(
-            num_cpus=cpus_per_worker,
-            num_gpus=gpus_per_worker,
-            max_restarts=max_retries,
-            max_task_retries=0,  # the driver resubmits, preferring another worker
-        )(InferWorker)
-        actors = [
-            actor_cls.remote(str(model_file), str(prep_dir), cls, options, batch_size)
-            for _ in range(n_workers)
-        ]
-        try:
-            described = _describe_all(ray, actors, max_retries)
-            setup_s = time.perf_counter() - t_start
-            t0 = time.perf_counter()
-            bar = _bar(
-                len(entries),
-                f"infer (ray, {n_workers} workers)",
-                progress,
-                initial=sum(b - a for i, (a, b) in enumerate(shards) if i in results),
-            )
-            try:
-                retried = _run_shards(
-                    ray,
-                    actors,
-                    todo,
-                    shards,
-                    max_retries,
-                    lambda i, out, lat: _persist(out_dir, i, keys[i], out, lat, results, latencies),
-                    bar,
-                )
-            finally:
-                bar.close()
-            wall_s = time.perf_counter() - t0
-        finally:
-            for a in actors:
-                ray.kill(a, no_restart=True)
-
-    outputs = {
-        name: np.concatenate([results[i][name] for i in range(len(shards))]) for name in results[0]
-    }
-    for name in outputs:
-        if not name or "/" in name or "\\" in name or name in (".", ".."):
-            raise FormatError(f"output name {name!r} cannot be used as a file name")
-    from reidctl.specs import TensorSpec
-
-    inputs = [TensorSpec.from_dict(t) for t in described[0]["inputs"]]
-    facts = sidecar or derive_facts(
-        model_file, inputs, output_specs(outputs), meta.get("preprocess"), options.get("model")
+    return run_inference(
+        model_file,
+        prep_dir,
+        out_dir,
+        backend,
+        batch_size,
+        dump,
+        index_base,
+        force,
+        feature=feature,
+        progress=progress,
+        executor=executor,
+        **runner_options,
     )
-    facts = with_feature(facts, feature)
-    run = {
-        "format": RESULT_FORMAT,
-        "backend": cls.name,
-        "device": described[0]["device"],
-        "options": {k: v for k, v in sorted(options.items())},
-        "model_file": str(model_file.resolve()),
-        "model_sha256": key_base["model_sha256"],
-        "prep_dir": str(prep_dir.resolve()),
-        "batch_size": batch_size,
-        "num_images": len(entries),
-        "wall_s": round(wall_s, 4),
-        "setup_s": round(setup_s, 4),
-        "images_per_s": round(len(entries) / wall_s, 2) if wall_s > 0 else None,
-        "mean_batch_latency_ms": round(1000 * float(np.mean(latencies)), 3) if latencies else None,
-        "outputs": list(outputs),
-        "feature": facts["feature"],
-        "dump": None if dump is None else {"format": dump, "index_base": index_base},
-        "versions": {
-            "reidctl": __version__,
-            "numpy": np.__version__,
-            "ray": ray.__version__,
-            **cls.versions(),
-        },
-        "engine": {
-            "name": "ray",
-            "address": address,
-            "workers": n_workers,
-            "cpus_per_worker": cpus_per_worker,
-            "gpus_per_worker": gpus_per_worker,
-            "nodes": len({d["node"] for d in described}),
-            "shards": len(shards),
-            "shard_size": size,
-            "resumed_shards": len(shards) - len(todo),
-            "retried_shards": retried,
-        },
-        "tool": tool_info(),
-    }
-    # write_results swaps the staged directory in; the old one (with .shards/) goes away.
-    write_results(out_dir, prep_dir, entries, outputs, facts, run, dump, index_base)
-    return run
 
 
 def _default_workers(ray: Any, cpus: float, gpus: float) -> int:

@@ -57,7 +57,9 @@ def test_cli_bad_name_is_exit_2(tmp_path: Path, capsys):
 
 def _sidecar(path: Path, **preprocess) -> Path:
     spec = PreprocessSpec(height=64, width=32, **preprocess)
-    path.write_text(json.dumps({"model": "x", "preprocess": spec.to_dict()}))
+    path.write_text(
+        json.dumps({"format": "reidctl.model/1", "model": "x", "preprocess": spec.to_dict()})
+    )
     return path
 
 
@@ -98,7 +100,7 @@ def test_resolve_preprocess_sources(tmp_path: Path):
         resolve_preprocess(model="osnet_x9")
     with pytest.raises(InputError, match="sidecar not found"):
         resolve_preprocess(tmp_path / "none.json")
-    (tmp_path / "bad.json").write_text('{"model": "x"}')
+    (tmp_path / "bad.json").write_text('{"format": "reidctl.model/1", "model": "x"}')
     with pytest.raises(InputError, match="no 'preprocess'"):
         resolve_preprocess(tmp_path / "bad.json")
     assert resolve_dtype(PreprocessSpec(), None) == "float32"

@@ -12,6 +12,7 @@ import numpy as np
 
 from reidctl.artifacts import ManifestEntry, write_manifest
 from reidctl.io import write_json_atomic
+from reidctl.specs import PreprocessSpec
 
 
 def clustered(n: int, dim: int, n_clusters: int, seed: int, spread: float = 0.3) -> np.ndarray:
@@ -63,6 +64,8 @@ def make_results(
         {
             "format": "reidctl.model/1",
             "model": "tiny",
+            "preprocess": PreprocessSpec().to_dict(),
+            "inputs": [{"name": "image", "shape": ["batch", 3, 256, 128], "dtype": "float32"}],
             "feature": feature,
             "l2_normalize": l2_normalize,
             "outputs": [{"name": feature, "shape": ["batch", dim], "dtype": "float32"}],

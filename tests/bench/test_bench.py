@@ -9,8 +9,8 @@ from collections.abc import Mapping
 import numpy as np
 import pytest
 
+from reidctl import bench as engine
 from reidctl.artifacts import ManifestEntry, write_manifest
-from reidctl.benchmarks import bench as engine
 from reidctl.errors import FormatError, InputError
 from reidctl.io import write_json_atomic
 from reidctl.runners.base import Runner

@@ -1,0 +1,89 @@
+"""The ``reidctl bench`` stage: throughput and latency by back end and batch size.
+
+Everything here is a plain function a notebook can call::
+
+    from reidctl.bench import BenchSettings, run_bench, format_table
+    result = run_bench(["model.onnx"], ["ort", "openvino"], BenchSettings(batch_sizes=(1, 8)))
+    print(format_table(result))
+
+Each measurement feeds one batch (synthetic, seeded, of the model's input shape; or real
+tensors from a preprocessed set) to a runner again and again, after a warm-up, and keeps the
+wall time of every call (``Runner.last_latency_s``). Throughput is ``batch * calls / sum of
+call times`` in images per second; latencies are per call (per batch), in milliseconds.
+
+When several models are measured (``--vs``), they run in alternating rounds (A B B A A B ...)
+inside the same loop, so drift in the machine's load or clock hits both alike and the ratio
+per batch size is fair.
+
+Modules: :mod:`~reidctl.bench.settings` (what and how long), :mod:`~reidctl.bench.feeds`
+(the batches), :mod:`~reidctl.bench.measure` (timing and the run),
+:mod:`~reidctl.bench.machine` (where), :mod:`~reidctl.bench.result` (the figures),
+:mod:`~reidctl.bench.report` (tables, CSV, plot, files).
+"""
+
+from reidctl.bench.feeds import concrete_shape, data_feeds, load_prep_tensors, synthetic_feeds
+from reidctl.bench.machine import cpu_flags, cpu_model, gpu_names, machine_info, package_versions
+from reidctl.bench.measure import (
+    cache_dir,
+    default_model_file,
+    interleaved_order,
+    load_sidecars,
+    make_runner,
+    measure,
+    model_labels,
+    run_bench,
+)
+from reidctl.bench.report import (
+    CSV_FIELDS,
+    format_latency_table,
+    format_table,
+    plot_throughput,
+    to_csv,
+    write_outputs,
+)
+from reidctl.bench.result import BenchRecord, BenchResult, LatencyStats
+from reidctl.bench.settings import (
+    BENCH_FORMAT,
+    DEFAULT_BATCH_SIZES,
+    DEFAULT_MODEL,
+    VERSION_PACKAGES,
+    BenchSettings,
+    parse_int_list,
+    parse_name_list,
+)
+
+__all__ = [
+    "BENCH_FORMAT",
+    "CSV_FIELDS",
+    "DEFAULT_BATCH_SIZES",
+    "DEFAULT_MODEL",
+    "VERSION_PACKAGES",
+    "BenchRecord",
+    "BenchResult",
+    "BenchSettings",
+    "LatencyStats",
+    "cache_dir",
+    "concrete_shape",
+    "cpu_flags",
+    "cpu_model",
+    "data_feeds",
+    "default_model_file",
+    "format_latency_table",
+    "format_table",
+    "gpu_names",
+    "interleaved_order",
+    "load_prep_tensors",
+    "load_sidecars",
+    "machine_info",
+    "make_runner",
+    "measure",
+    "model_labels",
+    "package_versions",
+    "parse_int_list",
+    "parse_name_list",
+    "plot_throughput",
+    "run_bench",
+    "synthetic_feeds",
+    "to_csv",
+    "write_outputs",
+]
