@@ -46,11 +46,11 @@ from reidctl.bench.settings import (
     BENCH_FORMAT,
     DEFAULT_BATCH_SIZES,
     DEFAULT_MODEL,
-    VERSION_PACKAGES,
     BenchSettings,
     parse_int_list,
     parse_name_list,
 )
+from reidctl.platform import VERSION_PACKAGES
 
 __all__ = [
     "BENCH_FORMAT",

@@ -7,36 +7,9 @@ import platform
 import shutil
 import subprocess
 import sys
-from collections.abc import Sequence
-from importlib import metadata
 from typing import Any
 
-from reidctl.bench.settings import VERSION_PACKAGES
-
-
-def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo (``platform.processor()`` elsewhere)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if line.lower().startswith(("model name", "hardware", "cpu model")):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
-
-
-def cpu_flags(wanted: Sequence[str] = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")):
-    """Which of ``wanted`` CPU flags /proc/cpuinfo lists (those that matter for INT8)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    have = set(line.split(":", 1)[1].split())
-                    return [w for w in wanted if w in have]
-    except OSError:
-        pass
-    return []
+from reidctl.platform import cpu_flags, cpu_model, package_versions
 
 
 def gpu_names() -> list[str]:
@@ -62,16 +35,6 @@ def gpu_names() -> list[str]:
         except (OSError, subprocess.SubprocessError):
             pass
     return []
-
-
-def package_versions(names: Sequence[str] = VERSION_PACKAGES) -> dict[str, str]:
-    out = {}
-    for n in names:
-        try:
-            out[n] = metadata.version(n)
-        except metadata.PackageNotFoundError:
-            continue
-    return out
 
 
 def machine_info() -> dict[str, Any]:

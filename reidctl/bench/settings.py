@@ -11,7 +11,6 @@ BENCH_FORMAT = "reidctl.bench/1"
 DEFAULT_BATCH_SIZES: tuple[int, ...] = (1, 4, 8, 16, 32)
 DEFAULT_MODEL = "aligned_reid"
 #: packages whose versions go into bench.json (absent ones are left out)
-VERSION_PACKAGES = ("reidctl", "numpy", "onnx", "onnxruntime", "openvino", "torch", "tensorrt")
 
 
 def parse_int_list(text: str, what: str = "batch sizes") -> tuple[int, ...]:
