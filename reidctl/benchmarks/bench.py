@@ -38,6 +38,7 @@ import numpy as np
 from reidctl.artifacts import read_json, read_manifest, read_prep_meta, tool_info
 from reidctl.errors import FormatError, InputError, ShapeMismatchError
 from reidctl.io import atomic_path, sha256_file, write_json_atomic, write_text_atomic
+from reidctl.parsing import parse_int_list as parse_int_list  # re-exported
 from reidctl.specs import TensorSpec
 
 BENCH_FORMAT = "reidctl.bench/1"
@@ -48,19 +49,6 @@ VERSION_PACKAGES = ("reidctl", "numpy", "onnx", "onnxruntime", "openvino", "torc
 
 
 # --------------------------------------------------------------------------- settings
-
-
-def parse_int_list(text: str, what: str = "batch sizes") -> tuple[int, ...]:
-    """``"1,4,8"`` -> ``(1, 4, 8)``; raises :class:`InputError` on anything but positive ints."""
-    try:
-        values = tuple(int(v) for v in str(text).split(",") if v.strip())
-    except ValueError:
-        raise InputError(
-            f"{what} must be comma-separated positive integers, got {text!r}"
-        ) from None
-    if not values or any(v <= 0 for v in values):
-        raise InputError(f"{what} must be comma-separated positive integers, got {text!r}")
-    return tuple(dict.fromkeys(values))
 
 
 def parse_name_list(text: str) -> tuple[str, ...]:

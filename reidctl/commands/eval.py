@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from reidctl.commands._options import json_path_option
+
 
 @click.command("eval")
 @click.argument("results", type=click.Path(path_type=Path))
@@ -91,9 +93,7 @@ import click
     help="With --index: also report the index's recall@k against exact search and the "
     "exact top-k metrics.",
 )
-@click.option(
-    "--json", "json_path", type=click.Path(path_type=Path), help="Write metrics.json here."
-)
+@json_path_option("Write metrics.json here.")
 @click.option("--plot", type=click.Path(path_type=Path), help="Write the CMC curve (PNG) here.")
 @click.option(
     "--visualize",
