@@ -50,7 +50,9 @@ from reidctl.commands._options import (
     help="Output recorded as the retrieval feature (default: the sidecar's, else the first).",
 )
 @click.option(
-    "--device", default=None, help="torch: cpu|cuda[:N]; trt, ort-cuda: cuda:N; acl: NPU id."
+    "--device",
+    default=None,
+    help="torch: cpu|cuda[:N]; trt, ort-cuda: cuda:N; acl, ais_bench: NPU id.",
 )
 @click.option("--fp16", is_flag=True, help="torch on CUDA: half-precision weights and inputs.")
 @click.option("--channels-last", is_flag=True, help="torch: NHWC memory format.")
