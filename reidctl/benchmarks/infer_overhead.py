@@ -29,38 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from reidctl.benchmarks.bench import cpu_model
-
-
-def write_random_prep(out: Path, n: int, seed: int = 0) -> Path:
-    """``n`` random float32 3x256x128 tensors, manifest and meta.json (docs/formats.md §2)."""
-    from reidctl.artifacts import ManifestEntry, tool_info, write_manifest
-    from reidctl.io import write_json_atomic
-    from reidctl.specs import PreprocessSpec
-
-    out.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    entries = []
-    for i in range(n):
-        split = "query" if i < n // 4 else "gallery"
-        stem = f"{split}_{i:04d}_c1s1_{i:06d}_00"
-        rng.standard_normal((3, 256, 128), dtype=np.float32).tofile(out / f"{stem}.bin")
-        entries.append(ManifestEntry(i, f"{stem}.bin", f"{split}/{stem}.jpg", i // 4 + 1, 1, split))
-    write_manifest(out / "manifest.jsonl", entries)
-    write_json_atomic(
-        out / "meta.json",
-        {
-            "format": "reidctl.prep/1",
-            "layout": "synthetic",
-            "shape": [3, 256, 128],
-            "dtype": "float32",
-            "preprocess": PreprocessSpec().to_dict(),
-            "splits": ["query", "gallery"],
-            "flip": False,
-            "counts": {"query": n // 4, "gallery": n - n // 4},
-            "tool": tool_info(),
-        },
-    )
-    return out
+from reidctl.preprocess.random_set import write_random_prep
 
 
 def bare_loop(model: Path, prep: Path, batch_size: int, threads: int) -> tuple[float, float, int]:
