@@ -59,11 +59,6 @@ def batch_sizes_option(default: str, help: str, dest: str = "batch_sizes") -> De
     )
 
 
-def int_list_option(*decls: str, default: str, help: str) -> Decorator:
-    """Any other comma-separated integer option (e.g. ``--nprobe 4,8,16``)."""
-    return click.option(*decls, default=default, show_default=True, callback=_int_list, help=help)
-
-
 def batch_size_option(default: int, help: str, dest: str = "batch_size") -> Decorator:
     """``--bs N``: one positive batch size."""
     return click.option(
