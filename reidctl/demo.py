@@ -309,15 +309,12 @@ def _count(prep: Path) -> int:
 def _evaluate(results: Path, out: Path) -> dict[str, Any]:
     """Metrics (``reidctl eval``'s defaults) plus the CMC plot and the ranked-list picture."""
     from reidctl.evaluate.report import plot_cmc, visualize
-    from reidctl.evaluate.results import EvalSettings, evaluate_data, load_results
+    from reidctl.evaluate.results import evaluate_results
 
-    settings = EvalSettings()
-    settings.check()
-    data = load_results(results, settings.feature, settings.normalize)
-    ev, q_rows, g_rows = evaluate_data(data, settings)
+    ev = evaluate_results(results)
     ev.metrics.save(out / "metrics.json")
     plot_cmc(ev.metrics, out / "cmc.png")
-    visualize(ev, data, q_rows, g_rows, 4, out / "ranked.png", top=8)
+    visualize(ev, ev.data, ev.q_rows, ev.g_rows, 4, out / "ranked.png", top=8)
     return ev.metrics.to_dict()
 
 

@@ -93,25 +93,24 @@ def load_sidecars(model_files: Sequence[Path]) -> list[ModelSidecar | None]:
 
 
 def make_runner(backend: str, model_file: str, options: dict[str, Any]) -> Any:
-    """``get_runner(backend)(model_file, **options)``, dropping options the back end does not
-    accept (its ``accepted_options``), with a warning, so ``--threads`` works for every
-    back end that has threads to set."""
+    """``get_runner(backend)(model_file, **options)`` with only the options that back end
+    declares (:func:`reidctl.runners.options.options_for`), so ``--threads`` applies to every
+    back end that has threads to set; the others warn that they ignore it."""
     import warnings
 
     from reidctl.runners import get_runner
+    from reidctl.runners.options import given_options, options_for
 
     cls = get_runner(backend)
-    accepted = getattr(cls, "accepted_options", None)
-    if accepted is not None:
-        dropped = sorted(set(options) - set(accepted))
-        if dropped:
-            warnings.warn(
-                f"back end {backend!r} ignores {', '.join(dropped)} (it accepts: "
-                f"{', '.join(accepted) or 'no options'})",
-                stacklevel=2,
-            )
-        options = {k: v for k, v in options.items() if k in accepted}
-    return cls(model_file, **options)
+    kept = options_for(cls, options)
+    dropped = sorted(set(given_options(options)) - set(kept))
+    if dropped:
+        warnings.warn(
+            f"back end {backend!r} ignores {', '.join(dropped)} (it accepts: "
+            f"{', '.join(cls.accepted_options) or 'no options'})",
+            stacklevel=2,
+        )
+    return cls(model_file, **kept)
 
 
 def run_bench(
@@ -137,6 +136,11 @@ def run_bench(
         raise InputError("no back end given; e.g. --backend ort")
     labels = model_labels(files)
     sidecars = load_sidecars(files)
+    if runner_factory is None:
+        from reidctl.runners import get_runner
+        from reidctl.runners.options import check_some_accepts
+
+        check_some_accepts([get_runner(b) for b in backends], settings.runner_options())
     factory = runner_factory or make_runner
     result = BenchResult(
         models={

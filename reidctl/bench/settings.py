@@ -6,24 +6,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from reidctl.errors import InputError
+from reidctl.parsing import parse_int_list as parse_int_list  # re-exported
 
 BENCH_FORMAT = "reidctl.bench/1"
 DEFAULT_BATCH_SIZES: tuple[int, ...] = (1, 4, 8, 16, 32)
 DEFAULT_MODEL = "aligned_reid"
 #: packages whose versions go into bench.json (absent ones are left out)
-
-
-def parse_int_list(text: str, what: str = "batch sizes") -> tuple[int, ...]:
-    """``"1,4,8"`` -> ``(1, 4, 8)``; raises :class:`InputError` on anything but positive ints."""
-    try:
-        values = tuple(int(v) for v in str(text).split(",") if v.strip())
-    except ValueError:
-        raise InputError(
-            f"{what} must be comma-separated positive integers, got {text!r}"
-        ) from None
-    if not values or any(v <= 0 for v in values):
-        raise InputError(f"{what} must be comma-separated positive integers, got {text!r}")
-    return tuple(dict.fromkeys(values))
 
 
 def parse_name_list(text: str) -> tuple[str, ...]:

@@ -21,7 +21,7 @@ queries (FAISS exact search), unless ``--gt-queries`` limits it to the first que
 
 from __future__ import annotations
 
-import json
+import argparse
 import os
 import resource
 import sys
@@ -31,10 +31,12 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import click
 import numpy as np
 
 from reidctl.bench import cpu_model
+from reidctl.errors import InputError
+from reidctl.io import write_json_atomic
+from reidctl.parsing import parse_int_list
 from reidctl.scale._optional import import_faiss
 from reidctl.scale.faiss_index import IndexParams, build_index_from_params, recall_at_k, search
 
@@ -172,79 +174,60 @@ def format_table(rows: list[Row], k: int, n_queries: int) -> str:
     return "\n".join(lines)
 
 
-def _ints(text: str) -> list[int]:
-    return [int(v) for v in text.split(",") if v.strip()]
-
-
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--n", "n", type=int, default=1_000_000, show_default=True, help="Gallery rows.")
-@click.option("--dim", type=int, default=512, show_default=True)
-@click.option("--queries", "n_queries", type=int, default=10_000, show_default=True)
-@click.option("-k", "k", type=int, default=10, show_default=True, help="Recall@k and top-k.")
-@click.option("--clusters", type=int, default=10_000, show_default=True, help="Identities.")
-@click.option("--spread", type=float, default=0.6, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option(
-    "--gt-queries", type=int, help="Score recall on the first N queries only [default: all]."
-)
-@click.option(
-    "--kinds", default="flat,ivf,hnsw,ivfpq", show_default=True, help="Indexes to measure."
-)
-@click.option("--nlist", type=int, default=1024, show_default=True, help="IVF cells.")
-@click.option("--nprobe", default="4,8,16,32", show_default=True, help="IVF probes to try.")
-@click.option("--hnsw-m", type=int, default=32, show_default=True)
-@click.option("--ef-construction", type=int, default=40, show_default=True)
-@click.option("--ef-search", default="32,64,128", show_default=True, help="HNSW efSearch.")
-@click.option("--pq-m", type=int, default=64, show_default=True, help="IVF-PQ sub-quantizers.")
-@click.option("--threads", type=int, help="FAISS threads [default: all cores].")
-@click.option("--quick", is_flag=True, help="100,000 x 512 gallery, 2,000 queries, 1,000 ids.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write rows.")
-def main(
-    n: int,
-    dim: int,
-    n_queries: int,
-    k: int,
-    clusters: int,
-    spread: float,
-    seed: int,
-    gt_queries: int | None,
-    kinds: str,
-    nlist: int,
-    nprobe: str,
-    hnsw_m: int,
-    ef_construction: int,
-    ef_search: str,
-    pq_m: int,
-    threads: int | None,
-    quick: bool,
-    json_path: str | None,
-) -> None:
-    """Build time, search time, memory and recall@k of FAISS indexes on a synthetic gallery.
-
-    \b
-    Examples:
-      python -m reidctl.benchmarks.faiss_search --quick
-      python -m reidctl.benchmarks.faiss_search --kinds flat,ivf --nprobe 8,16
-    """
+def main(argv: list[str] | None = None) -> int:
+    """Build time, search time, memory and recall@k of FAISS indexes on a synthetic gallery."""
+    ap = argparse.ArgumentParser(
+        prog="python -m reidctl.benchmarks.faiss_search",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ap.add_argument("--n", type=int, default=1_000_000, help="gallery rows (default 1000000)")
+    ap.add_argument("--dim", type=int, default=512, help="feature size (default 512)")
+    ap.add_argument("--queries", type=int, default=10_000, help="queries (default 10000)")
+    ap.add_argument("-k", type=int, default=10, help="recall@k and top-k (default 10)")
+    ap.add_argument("--clusters", type=int, default=10_000, help="identities (default 10000)")
+    ap.add_argument("--spread", type=float, default=0.6, help="cluster spread (default 0.6)")
+    ap.add_argument("--seed", type=int, default=0, help="data seed (default 0)")
+    ap.add_argument("--gt-queries", type=int, help="score recall on the first N queries only")
+    ap.add_argument("--kinds", default="flat,ivf,hnsw,ivfpq", help="indexes to measure")
+    ap.add_argument("--nlist", type=int, default=1024, help="IVF cells (default 1024)")
+    ap.add_argument("--nprobe", default="4,8,16,32", help="IVF probes to try (default 4,8,16,32)")
+    ap.add_argument("--hnsw-m", type=int, default=32, help="HNSW links (default 32)")
+    ap.add_argument("--ef-construction", type=int, default=40, help="HNSW build (default 40)")
+    ap.add_argument("--ef-search", default="32,64,128", help="HNSW efSearch (default 32,64,128)")
+    ap.add_argument("--pq-m", type=int, default=64, help="IVF-PQ sub-quantizers (default 64)")
+    ap.add_argument("--threads", type=int, help="FAISS threads (default: all cores)")
+    ap.add_argument("--quick", action="store_true", help="100,000 x 512, 2,000 queries, 1,000 ids")
+    ap.add_argument("--json", dest="json_path", help="also write the rows here")
+    a = ap.parse_args(argv)
+    n, dim, n_queries, k, clusters, spread, seed = (
+        a.n, a.dim, a.queries, a.k, a.clusters, a.spread, a.seed
+    )  # fmt: skip
+    nlist, hnsw_m, ef_construction, pq_m = a.nlist, a.hnsw_m, a.ef_construction, a.pq_m
+    try:
+        nprobe = parse_int_list(a.nprobe, "--nprobe")
+        ef_search = parse_int_list(a.ef_search, "--ef-search")
+    except InputError as e:
+        ap.error(str(e))
     faiss = import_faiss()
-    if quick:
+    if a.quick:
         n, n_queries, clusters = 100_000, 2_000, 1_000
         nlist = min(nlist, 256)
-    if threads:
-        faiss.omp_set_num_threads(threads)
+    if a.threads:
+        faiss.omp_set_num_threads(a.threads)
 
     def log(msg: str) -> None:
-        click.echo(f"[{time.strftime('%H:%M:%S')}] {msg}", err=True)
+        print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr)
 
-    wanted = [s.strip() for s in kinds.split(",") if s.strip()]
+    wanted = [s.strip() for s in a.kinds.split(",") if s.strip()]
     if "flat" not in wanted:
-        raise click.BadParameter("flat is needed: it is the exact ground truth", param_hint="kinds")
+        ap.error("--kinds: flat is needed: it is the exact ground truth")
     t0 = time.perf_counter()
     # Gallery and queries come from one stream so the queries share the gallery's centres.
     data = gaussian_mixture(n + n_queries, dim, clusters, spread, seed)
     gallery, queries = data[:n], data[n:]
     log(f"data: {n:,} x {dim} gallery + {n_queries:,} queries in {time.perf_counter() - t0:.1f} s")
-    gt_rows = min(gt_queries or n_queries, n_queries)
+    gt_rows = min(a.gt_queries or n_queries, n_queries)
 
     rows: list[Row] = []
     truth, flat_s = None, None
@@ -252,7 +235,7 @@ def main(
         "flat": (lambda: build_index_from_params(gallery, IndexParams("flat"))[0], [("", {})]),
         "ivf": (
             lambda: build_index_from_params(gallery, IndexParams("ivf", nlist=nlist))[0],
-            [(f"nlist={nlist}, nprobe={p}", {"nprobe": p}) for p in _ints(nprobe)],
+            [(f"nlist={nlist}, nprobe={p}", {"nprobe": p}) for p in nprobe],
         ),
         "hnsw": (
             lambda: build_index_from_params(
@@ -260,7 +243,7 @@ def main(
             )[0],
             [
                 (f"M={hnsw_m}, efC={ef_construction}, efSearch={e}", {"ef_search": e})
-                for e in _ints(ef_search)
+                for e in ef_search
             ],
         ),
         "ivfpq": (
@@ -271,7 +254,7 @@ def main(
     }
     for kind in ["flat", *[w for w in wanted if w != "flat"]]:
         if kind not in plans:
-            raise click.BadParameter(f"unknown kind {kind!r}; valid: {', '.join(plans)}")
+            ap.error(f"--kinds: unknown kind {kind!r}; valid: {', '.join(plans)}")
         make, settings = plans[kind]
         new_rows, truth, flat_s = _measure(
             kind, make, settings, queries, k, truth, gt_rows, flat_s, log
@@ -279,26 +262,26 @@ def main(
         rows.extend(new_rows)
 
     cpu = f"{cpu_model()} ({os.cpu_count()} cores)"
-    click.echo(
+    print(
         f"\nFAISS {faiss.__version__}, {faiss.omp_get_max_threads()} threads, {cpu}; gallery "
         f"{n:,} x {dim} float32 ({clusters:,} clusters, spread {spread}, seed {seed}), "
         f"{n_queries:,} queries, recall@{k} against exact flat search on "
         f"{'all' if gt_rows == n_queries else f'the first {gt_rows:,}'} queries; process peak "
         f"RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB\n"
     )
-    click.echo(format_table(rows, k, n_queries))
+    print(format_table(rows, k, n_queries))
     goal = [r for r in rows if r.kind != "flat" and r.search_s < 10 and r.recall >= 0.95]
     if goal:
         best = min(goal, key=lambda r: r.search_s)
-        click.echo(
+        print(
             f"\ngoal met (all queries < 10 s, recall@{k} >= 0.95): {best.kind} {best.params}: "
             f"{best.search_s:.2f} s, recall {best.recall:.4f}, index {best.index_mb:,.0f} MiB"
         )
     else:
-        click.echo(f"\ngoal NOT met: no index answered in < 10 s with recall@{k} >= 0.95")
-    if json_path:
-        with open(json_path, "w") as f:
-            json.dump({"cpu": cpu, "rows": [asdict(r) for r in rows]}, f, indent=2)
+        print(f"\ngoal NOT met: no index answered in < 10 s with recall@{k} >= 0.95")
+    if a.json_path:
+        write_json_atomic(a.json_path, {"cpu": cpu, "rows": [asdict(r) for r in rows]})
+    return 0
 
 
 if __name__ == "__main__":

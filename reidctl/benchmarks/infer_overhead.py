@@ -26,41 +26,8 @@ import time
 import warnings
 from pathlib import Path
 
-import numpy as np
-
 from reidctl.bench import cpu_model
-
-
-def write_random_prep(out: Path, n: int, seed: int = 0) -> Path:
-    """``n`` random float32 3x256x128 tensors, manifest and meta.json (docs/formats.md §2)."""
-    from reidctl.artifacts import ManifestEntry, finalize_prep_set, write_tensor
-    from reidctl.specs import PreprocessSpec
-
-    out.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    entries = []
-    for i in range(n):
-        split = "query" if i < n // 4 else "gallery"
-        stem = f"{split}_{i:04d}_c1s1_{i:06d}_00"
-        entry = ManifestEntry(i, f"{stem}.bin", f"{split}/{stem}.jpg", i // 4 + 1, 1, split)
-        write_tensor(out, entry, rng.standard_normal((3, 256, 128), dtype=np.float32).data)
-        entries.append(entry)
-    info = "".join(f"{e.index} {out / e.bin} 128 256\n" for e in entries)
-    finalize_prep_set(
-        out,
-        entries,
-        {
-            "layout": "synthetic",
-            "shape": [3, 256, 128],
-            "dtype": "float32",
-            "preprocess": PreprocessSpec().to_dict(),
-            "splits": ["query", "gallery"],
-            "flip": False,
-            "counts": {"query": n // 4, "gallery": n - n // 4},
-        },
-        info,
-    )
-    return out
+from reidctl.preprocess.random_set import write_random_prep
 
 
 def bare_loop(model: Path, prep: Path, batch_size: int, threads: int) -> tuple[float, float, int]:

@@ -10,10 +10,16 @@ first shard submitted to the last one back, model loading excluded), images per 
 end-to-end time of the call (Ray actors started and models loaded included), and the
 speed-up over the 1-worker Ray run and over a single-process ``run_inference`` with one
 onnxruntime thread measured in the same run (the baseline).
+
+Examples::
+
+    python -m reidctl.benchmarks.ray_scaling
+    python -m reidctl.benchmarks.ray_scaling --model osnet.onnx --n 2048
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 import tempfile
@@ -21,81 +27,38 @@ import time
 import warnings
 from pathlib import Path
 
-import click
-import numpy as np
-
-from reidctl.artifacts import ManifestEntry, ModelSidecar, finalize_prep_set, write_tensor
-from reidctl.specs import PreprocessSpec
+from reidctl.artifacts import ModelSidecar
+from reidctl.preprocess.random_set import write_random_prep
 
 
-def synthetic_prep(out: Path, n: int, height: int, width: int, seed: int = 0) -> Path:
-    """A preprocessed set (docs/formats.md section 2) of ``n`` seeded random tensors."""
-    out.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    entries = []
-    for i in range(n):
-        split = "query" if i < n // 4 else "gallery"
-        name = f"{split}_{i:06d}.bin"
-        entry = ManifestEntry(i, name, f"{split}/{i:06d}.jpg", 1 + i % 50, 1 + i % 6, split)
-        tensor = rng.standard_normal((3, height, width), dtype=np.float32).astype("<f4")
-        write_tensor(out, entry, tensor.data)
-        entries.append(entry)
-    counts = {"query": n // 4, "gallery": n - n // 4}
-    info = "".join(f"{e.index} {out / e.bin} {width} {height}\n" for e in entries)
-    finalize_prep_set(
-        out,
-        entries,
-        {
-            "layout": "synthetic",
-            "root": str(out),
-            "splits": ["query", "gallery"],
-            "preprocess": PreprocessSpec(height=height, width=width).to_dict(),
-            "flip": False,
-            "dtype": "float32",
-            "shape": [3, height, width],
-            "num_tensors": n,
-            "counts": counts,
-        },
-        info,
+def main(argv: list[str] | None = None) -> int:
+    """Images/s of `infer --engine ray` with 1 and 2 workers, against one process."""
+    ap = argparse.ArgumentParser(
+        prog="python -m reidctl.benchmarks.ray_scaling",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    return out
-
-
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--n", "n", type=int, default=512, show_default=True, help="Tensors to infer.")
-@click.option("--model", type=click.Path(dir_okay=False, path_type=Path), help="ONNX model.")
-@click.option("--bs", "batch_size", type=int, default=16, show_default=True)
-@click.option("--shard-size", type=int, default=64, show_default=True, help="Rows per shard.")
-@click.option("--cpus", type=int, default=2, show_default=True, help="CPUs of local Ray.")
-@click.option("--repeats", type=int, default=2, show_default=True)
-@click.option("--quick", is_flag=True, help="128 tensors, 1 repeat.")
-def main(
-    n: int,
-    model: Path | None,
-    batch_size: int,
-    shard_size: int,
-    cpus: int,
-    repeats: int,
-    quick: bool,
-) -> None:
-    """Images/s of `infer --engine ray` with 1 and 2 workers, against one process.
-
-    \b
-    Examples:
-      python -m reidctl.benchmarks.ray_scaling
-      python -m reidctl.benchmarks.ray_scaling --model osnet.onnx --n 2048
-    """
+    ap.add_argument("--n", type=int, default=512, help="tensors to infer (default 512)")
+    ap.add_argument("--model", type=Path, help="ONNX model (default: OSNet x0.25, random)")
+    ap.add_argument("--bs", dest="batch_size", type=int, default=16, help="batch (default 16)")
+    ap.add_argument("--shard-size", type=int, default=64, help="rows per shard (default 64)")
+    ap.add_argument("--cpus", type=int, default=2, help="CPUs of local Ray (default 2)")
+    ap.add_argument("--repeats", type=int, default=2, help="runs per configuration (default 2)")
+    ap.add_argument("--quick", action="store_true", help="128 tensors, 1 repeat")
+    args = ap.parse_args(argv)
+    n, model, batch_size, shard_size = args.n, args.model, args.batch_size, args.shard_size
+    cpus, repeats = args.cpus, args.repeats
     from reidctl.bench import cpu_model
     from reidctl.runners.infer import run_inference
     from reidctl.scale._optional import import_ray
     from reidctl.scale.ray_engine import connect, infer_ray
 
     ray = import_ray()
-    if quick:
+    if args.quick:
         n, repeats = 128, 1
 
     def log(msg: str) -> None:
-        click.echo(f"[{time.strftime('%H:%M:%S')}] {msg}", err=True)
+        print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr)
 
     with tempfile.TemporaryDirectory(prefix="reidctl-ray-bench-") as tmp:
         tmp_path = Path(tmp)
@@ -108,7 +71,7 @@ def main(
                 onnx_from_torch("osnet_x0_25", model, validate_batches=(1,))
             log("exported osnet_x0_25 (random weights)")
         pre = ModelSidecar.load(model).preprocess
-        prep = synthetic_prep(tmp_path / "prep", n, pre.height, pre.width)
+        prep = write_random_prep(tmp_path / "prep", n, pre.height, pre.width)
         log(f"{n} tensors of 3x{pre.height}x{pre.width} written")
 
         rows = []
@@ -145,20 +108,21 @@ def main(
             ray_version = ray.__version__
 
     one_ray = rows[1][2]
-    click.echo(
+    print(
         f"\nRay {ray_version}, {cpu_model()} ({os.cpu_count()} cores); {n} tensors, "
         f"batch {batch_size}, shards of {shard_size}, best of {repeats}; model {model.name}\n"
     )
-    click.echo(
+    print(
         "| configuration | workers | shards wall (s) | images/s | end-to-end (s) "
         "| speed-up vs 1 Ray worker | speed-up vs single process |"
     )
-    click.echo("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|")
     for label, workers, wall, e2e in rows:
-        click.echo(
+        print(
             f"| {label} | {workers} | {wall:.2f} | {n / wall:.1f} | {e2e:.2f} "
             f"| {one_ray / wall:.2f}x | {single_s / wall:.2f}x |"
         )
+    return 0
 
 
 if __name__ == "__main__":

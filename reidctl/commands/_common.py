@@ -24,16 +24,3 @@ def echo_warnings() -> Iterator[None]:
                     continue
                 seen.add(msg)
                 click.secho(f"warning: {msg}", fg="yellow", err=True)
-
-
-def parse_int_list(value: str, option: str) -> list[int]:
-    """``"1,4,8"`` -> ``[1, 4, 8]``; a click usage error (exit 2) otherwise."""
-    try:
-        items = [int(v) for v in value.split(",") if v.strip()]
-    except ValueError:
-        raise click.BadParameter(
-            f"expected comma-separated integers, got {value!r}", param_hint=option
-        ) from None
-    if not items or any(i < 1 for i in items):
-        raise click.BadParameter(f"expected positive integers, got {value!r}", param_hint=option)
-    return items

@@ -7,24 +7,17 @@ from pathlib import Path
 import click
 
 from reidctl.commands._common import echo_warnings
+from reidctl.commands._options import backend_option, batch_sizes_option, threads_option
 
 
 @click.command()
 @click.argument("model_file", required=False, type=click.Path(path_type=Path))
-@click.option(
-    "--backend",
-    "backends",
+@backend_option(
+    "Comma-separated back ends (see `reidctl backends`), e.g. ort,openvino,torch.",
     default="ort",
-    show_default=True,
-    help="Comma-separated back ends (see `reidctl backends`), e.g. ort,openvino,torch.",
+    dest="backends",
 )
-@click.option(
-    "--bs",
-    "batch_sizes",
-    default="1,4,8,16,32",
-    show_default=True,
-    help="Comma-separated batch sizes: the rows of the table.",
-)
+@batch_sizes_option("1,4,8,16,32", "Comma-separated batch sizes: the rows of the table.")
 @click.option(
     "--seconds",
     type=float,
@@ -45,12 +38,7 @@ from reidctl.commands._common import echo_warnings
     show_default=True,
     help="Untimed calls before timing each back end and batch size.",
 )
-@click.option(
-    "--threads",
-    type=int,
-    default=None,
-    help="Intra-op threads for each back end [default: the back end's own choice].",
-)
+@threads_option("Intra-op threads for each back end [default: the back end's own choice].")
 @click.option(
     "--data",
     type=click.Path(file_okay=False, path_type=Path),
@@ -76,7 +64,7 @@ from reidctl.commands._common import echo_warnings
 def bench(
     model_file: Path | None,
     backends: str,
-    batch_sizes: str,
+    batch_sizes: tuple[int, ...],
     seconds: float,
     iters: int | None,
     warmup: int,
@@ -107,7 +95,7 @@ def bench(
     from reidctl import bench as engine
 
     settings = engine.BenchSettings(
-        batch_sizes=engine.parse_int_list(batch_sizes),
+        batch_sizes=batch_sizes,
         seconds=seconds,
         iters=iters,
         warmup=warmup,

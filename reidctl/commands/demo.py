@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from reidctl.commands._common import echo_warnings
+from reidctl.commands._options import force_option, threads_option
 
 
 @click.command()
@@ -42,8 +43,8 @@ from reidctl.commands._common import echo_warnings
 @click.option(
     "--quick", is_flag=True, help="Fewer batch sizes (1, 8) and shorter timing (0.3 s per cell)."
 )
-@click.option("--threads", type=int, default=None, help="Back-end threads [default: all cores].")
-@click.option("--force", is_flag=True, help="Write into an --out that is not a demo directory.")
+@threads_option("Back-end threads [default: all cores].")
+@force_option("Write into an --out that is not a demo directory.")
 def demo(
     data: Path | None,
     layout: str,

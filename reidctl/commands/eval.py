@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
+
+from reidctl.commands._options import json_path_option
 
 
 @click.command("eval")
@@ -91,9 +94,7 @@ import click
     help="With --index: also report the index's recall@k against exact search and the "
     "exact top-k metrics.",
 )
-@click.option(
-    "--json", "json_path", type=click.Path(path_type=Path), help="Write metrics.json here."
-)
+@json_path_option("Write metrics.json here.")
 @click.option("--plot", type=click.Path(path_type=Path), help="Write the CMC curve (PNG) here.")
 @click.option(
     "--visualize",
@@ -112,22 +113,6 @@ def eval_cmd(
     prep: Path | None,
     output_index: int | None,
     dim: int | None,
-    feature: str | None,
-    normalize: bool | None,
-    distance: str,
-    max_rank: int,
-    ap: str,
-    protocol: str,
-    rerank: bool,
-    k1: int,
-    k2: int,
-    lambda_value: float,
-    local: bool,
-    local_feature: str | None,
-    local_weight: float | None,
-    centroids: bool,
-    per_camera: bool,
-    seed: int,
     index_path: Path | None,
     k: int | None,
     exact_check: bool,
@@ -135,6 +120,7 @@ def eval_cmd(
     plot: Path | None,
     visualize: tuple[int | None, Path | None],
     images: Path | None,
+    **settings: Any,
 ) -> None:
     """Compute rank-1/5/10, mAP and mINP of RESULTS (a `reidctl infer` result directory).
 
@@ -162,116 +148,55 @@ def eval_cmd(
     from reidctl.errors import InputError
 
     if index_path is not None:
-        _eval_index(results, index_path, k or 100, exact_check, max_rank, ap, json_path, plot)
+        _refuse_dense_options()
+        _eval_index(results, index_path, k or 100, exact_check, settings, json_path, plot)
         return
     if k is not None or exact_check:
         raise InputError("-k and --exact-check apply to FAISS index search: add --index FILE")
+    from reidctl.evaluate.pipeline import evaluate_dir
     from reidctl.evaluate.report import format_table, plot_cmc
     from reidctl.evaluate.report import visualize as draw_grid
-    from reidctl.evaluate.results import EvalSettings, evaluate_data, load_dump, load_results
-    from reidctl.io import write_json_atomic
+    from reidctl.evaluate.results import EvalSettings
 
-    settings = EvalSettings(
-        feature=feature,
-        normalize=normalize,
-        distance=distance,
-        max_rank=max_rank,
-        ap=ap,
-        protocol=protocol,
-        rerank=rerank,
-        k1=k1,
-        k2=k2,
-        lambda_value=lambda_value,
-        local=local,
-        local_feature=local_feature,
-        local_weight=local_weight,
-        centroids=centroids,
-        per_camera=per_camera,
-        seed=seed,
+    n_vis, vis_path = visualize
+    if vis_path is not None and (n_vis is None or n_vis < 1):
+        raise InputError(f"--visualize needs a positive number of queries, got {n_vis}")
+    ev = evaluate_dir(
+        results,
+        EvalSettings(**settings),
+        prep=prep,
+        output_index=output_index,
+        dim=dim,
+        progress=True,
     )
-    settings.check()
-    if prep is not None:
-        if output_index is None:
-            raise InputError("a vendor dump needs --output-index K (the K in <stem>_<K>.bin)")
-        if local:
-            raise InputError("--local is not available for vendor dumps (global features only)")
-        data = load_dump(results, prep, output_index, dim, normalize)
-    else:
-        if output_index is not None or dim is not None:
-            raise InputError("--output-index and --dim apply to vendor dumps: add --prep PREP")
-        data = load_results(
-            results,
-            feature,
-            normalize,
-            local=local,
-            local_feature=local_feature,
-            need_global=not local or local_weight is not None,
-        )
-    ev, q_rows, g_rows = evaluate_data(data, settings, progress=True)
     click.echo(format_table(ev.metrics))
     if json_path is not None:
-        write_json_atomic(json_path, ev.metrics.to_dict())
+        ev.metrics.save(json_path)
         click.echo(f"metrics written to {json_path}")
     if plot is not None:
         plot_cmc(ev.metrics, plot)
         click.echo(f"CMC curve written to {plot}")
-    n_vis, vis_path = visualize
     if vis_path is not None:
-        if n_vis is None or n_vis < 1:
-            raise InputError(f"--visualize needs a positive number of queries, got {n_vis}")
-        draw_grid(ev, data, q_rows, g_rows, n_vis, vis_path, images)
+        draw_grid(ev, ev.data, ev.q_rows, ev.g_rows, n_vis, vis_path, images)
         click.echo(f"retrieval grid written to {vis_path}")
 
 
-# Options of the dense evaluation that have no meaning for top-k lists from an index.
-_NOT_WITH_INDEX = (
-    "prep",
-    "output_index",
-    "dim",
-    "feature",
-    "normalize",
-    "distance",
-    "protocol",
-    "rerank",
-    "k1",
-    "k2",
-    "lambda_value",
-    "local",
-    "local_feature",
-    "local_weight",
-    "centroids",
-    "per_camera",
-    "seed",
-    "visualize",
-    "images",
-)
+# What top-k lists from an index can be evaluated with; every other option is dense-only.
+_WITH_INDEX = ("results", "index_path", "k", "exact_check", "max_rank", "ap", "json_path", "plot")
 
 
-def _eval_index(
-    results: Path,
-    index_path: Path,
-    k: int,
-    exact_check: bool,
-    max_rank: int,
-    ap: str,
-    json_path: Path | None,
-    plot: Path | None,
-) -> None:
-    """``eval --index``: metrics from the index's top-k lists (faiss imported lazily)."""
+def _refuse_dense_options() -> None:
+    """Refuse options given on the command line that top-k lists from an index ignore."""
     from click.core import ParameterSource
 
     from reidctl.errors import InputError
-    from reidctl.evaluate.report import format_table, plot_cmc
-    from reidctl.evaluate.results import Metrics
-    from reidctl.io import write_json_atomic
-    from reidctl.scale.index_eval import eval_with_index
 
     ctx = click.get_current_context()
-    params = {p.name: p for p in ctx.command.params}
     given = [
-        params[name].opts[0]
-        for name in _NOT_WITH_INDEX
-        if ctx.get_parameter_source(name) not in (None, ParameterSource.DEFAULT)
+        p.opts[0]
+        for p in ctx.command.params
+        if p.name not in _WITH_INDEX
+        and ctx.get_parameter_source(p.name) not in (None, ParameterSource.DEFAULT)
     ]
     if given:
         raise InputError(
@@ -279,7 +204,25 @@ def _eval_index(
             "normalisation and metric, and its top-k lists allow neither re-ranking, local "
             "distances, centroids nor vendor dumps; evaluate without --index for those"
         )
-    m = eval_with_index(results, index_path, k, exact_check, max_rank=max_rank, ap=ap)
+
+
+def _eval_index(
+    results: Path,
+    index_path: Path,
+    k: int,
+    exact_check: bool,
+    settings: dict[str, Any],
+    json_path: Path | None,
+    plot: Path | None,
+) -> None:
+    """``eval --index``: metrics from the index's top-k lists (faiss imported lazily)."""
+    from reidctl.evaluate.report import format_table, plot_cmc
+    from reidctl.evaluate.results import Metrics
+    from reidctl.scale.index_eval import eval_with_index
+
+    m = eval_with_index(
+        results, index_path, k, exact_check, max_rank=settings["max_rank"], ap=settings["ap"]
+    )
     info = m["index"]
     metrics = Metrics(**{key: v for key, v in m.items() if key != "index"})
     click.echo(format_table(metrics))
@@ -291,7 +234,7 @@ def _eval_index(
             f"{info['k']}: rank-1 {100 * ex['rank1']:.2f}%, mAP {100 * ex['mAP']:.2f}%)"
         )
     if json_path is not None:
-        write_json_atomic(json_path, m)
+        metrics.save(json_path, index=info)
         click.echo(f"metrics written to {json_path}")
     if plot is not None:
         plot_cmc(metrics, plot)

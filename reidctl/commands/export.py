@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from reidctl.commands._common import echo_warnings
+from reidctl.commands._options import force_option
 
 
 @click.command()
@@ -35,7 +36,7 @@ from reidctl.commands._common import echo_warnings
     is_flag=True,
     help="Move /255 and mean/std into the graph: the input becomes uint8 RGB NCHW.",
 )
-@click.option("--force", is_flag=True, help="Overwrite an existing output and sidecar.")
+@force_option("Overwrite an existing output and sidecar.")
 @click.option(
     "--allow-pickle",
     is_flag=True,

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from reidctl.commands._options import force_option, threads_option
 from reidctl.io import refuse_existing
 from reidctl.scale.faiss_index import KINDS, METRICS
 
@@ -72,8 +73,8 @@ def index() -> None:
     help="L2-normalise rows first [default: model.json's l2_normalize].",
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Training-sample seed.")
-@click.option("--threads", type=int, help="FAISS threads [default: all cores].")
-@click.option("--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
+@threads_option("FAISS threads [default: all cores].")
+@force_option("Overwrite OUTPUT if it exists.")
 def build(
     results: Path,
     output: Path,
@@ -146,8 +147,8 @@ def build(
 )
 @click.option("--nprobe", type=int, help="Override the ivf/ivfpq cells scanned per query.")
 @click.option("--ef-search", type=int, help="Override the hnsw search list size.")
-@click.option("--threads", type=int, help="FAISS threads [default: all cores].")
-@click.option("--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
+@threads_option("FAISS threads [default: all cores].")
+@force_option("Overwrite OUTPUT if it exists.")
 def search(
     index_file: Path,
     query_results: Path,

@@ -7,6 +7,12 @@ from pathlib import Path
 import click
 
 from reidctl.commands._common import echo_warnings
+from reidctl.commands._options import (
+    backend_option,
+    batch_size_option,
+    force_option,
+    threads_option,
+)
 
 
 @click.command()
@@ -20,14 +26,12 @@ from reidctl.commands._common import echo_warnings
     type=click.Path(file_okay=False, path_type=Path),
     help="Result directory to create (run.json, model.json, manifest.jsonl, features/).",
 )
-@click.option(
-    "--backend",
-    default=None,
-    help="Back end (see `reidctl backends`). Default: by file suffix: .onnx ort, "
-    ".engine/.plan trt, .om acl, .xml openvino, .pth torch.",
+@backend_option(
+    "Back end (see `reidctl backends`). Default: by file suffix: .onnx ort, "
+    ".engine/.plan trt, .om acl, .xml openvino, .pth torch."
 )
-@click.option("--bs", "batch_size", default=32, show_default=True, help="Images per batch.")
-@click.option("--threads", type=int, default=None, help="CPU threads (ort, openvino).")
+@batch_size_option(32, "Images per batch.")
+@threads_option("CPU threads (ort, openvino).")
 @click.option(
     "--dump",
     type=click.Choice(["bin", "txt"]),
@@ -46,7 +50,9 @@ from reidctl.commands._common import echo_warnings
     help="Output recorded as the retrieval feature (default: the sidecar's, else the first).",
 )
 @click.option(
-    "--device", default=None, help="torch: cpu|cuda[:N]; trt, ort-cuda: cuda:N; acl: NPU id."
+    "--device",
+    default=None,
+    help="torch: cpu|cuda[:N]; trt, ort-cuda: cuda:N; acl, ais_bench: NPU id.",
 )
 @click.option("--fp16", is_flag=True, help="torch on CUDA: half-precision weights and inputs.")
 @click.option("--channels-last", is_flag=True, help="torch: NHWC memory format.")
@@ -68,7 +74,7 @@ from reidctl.commands._common import echo_warnings
     is_flag=True,
     help="torch: load a legacy full-pickle checkpoint (runs code from the file: trusted only).",
 )
-@click.option("--force", is_flag=True, help="Replace an existing result directory.")
+@force_option("Replace an existing result directory.")
 @click.option(
     "--engine",
     type=click.Choice(["local", "ray"]),

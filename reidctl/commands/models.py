@@ -6,9 +6,11 @@ import json
 
 import click
 
+from reidctl.commands._options import json_flag_option
+
 
 @click.command()
-@click.option("--json", "as_json", is_flag=True, help="Print the specs as JSON.")
+@json_flag_option("Print the specs as JSON.")
 def models(as_json: bool) -> None:
     """List the registered models: input size, outputs, feature and preprocessing.
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from reidctl.commands._options import force_option
 from reidctl.preprocess.layouts import list_layouts
 from reidctl.preprocess.transform import DTYPES
 
@@ -81,7 +82,7 @@ from reidctl.preprocess.transform import DTYPES
 @click.option(
     "--resume", is_flag=True, help="Continue an interrupted run, keeping complete tensors."
 )
-@click.option("--force", is_flag=True, help="Overwrite an earlier run's files in -o.")
+@force_option("Overwrite an earlier run's files in -o.")
 @click.option(
     "--skip-bad",
     is_flag=True,

@@ -249,14 +249,13 @@ class GuardResult:
 
 
 def feature_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Row-wise cosine similarity of two ``[N, D]`` feature arrays."""
-    a = np.asarray(a, dtype=np.float64).reshape(len(a), -1)
-    b = np.asarray(b, dtype=np.float64).reshape(len(b), -1)
-    if a.shape != b.shape:
-        raise FormatError(f"feature shapes differ: {a.shape} vs {b.shape}")
-    na = np.linalg.norm(a, axis=1)
-    nb = np.linalg.norm(b, axis=1)
-    return (a * b).sum(axis=1) / np.maximum(na * nb, 1e-12)
+    """Row-wise cosine similarity of two ``[N, D]`` feature arrays
+    (:func:`reidctl.runners.comparator.row_cosine`); :class:`FormatError` if shapes differ."""
+    from reidctl.runners.comparator import row_cosine
+
+    if np.shape(a) != np.shape(b):
+        raise FormatError(f"feature shapes differ: {np.shape(a)} vs {np.shape(b)}")
+    return row_cosine(a, b)
 
 
 def _summary_metrics(metrics: Any) -> dict[str, Any]:
@@ -290,6 +289,7 @@ def accuracy_guard(
     ``progress`` shows a progress bar (stderr) while each model runs over the set.
     """
     from reidctl.evaluate.results import evaluate_results
+    from reidctl.runners.comparator import compare
     from reidctl.runners.infer import run_inference
 
     work = Path(work_dir)
@@ -311,7 +311,8 @@ def accuracy_guard(
         )
         metrics[tag] = _summary_metrics(evaluate_results(out))
         feats[tag] = _features(out)
-    cos = feature_cosines(feats["fp32"], feats["int8"])
+    diff = compare({"fp32": {"feature": feats["fp32"]}, "int8": {"feature": feats["int8"]}})
+    cos = diff.outputs["feature"]
     d_map = (metrics["int8"]["mAP"] - metrics["fp32"]["mAP"]) * 100.0
     d_r1 = (metrics["int8"]["rank1"] - metrics["fp32"]["rank1"]) * 100.0
     passed = max_map_drop is None or -d_map <= max_map_drop + 1e-9
@@ -320,9 +321,9 @@ def accuracy_guard(
         int8=metrics["int8"],
         delta_rank1_points=round(d_r1, 6),
         delta_map_points=round(d_map, 6),
-        mean_cosine=float(cos.mean()),
-        min_cosine=float(cos.min()),
-        num_images=len(cos),
+        mean_cosine=cos.mean_cosine,
+        min_cosine=cos.min_cosine,
+        num_images=cos.rows,
         max_map_drop=max_map_drop,
         passed=passed,
         eval_dir=str(Path(eval_dir).resolve()),

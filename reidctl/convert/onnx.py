@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from reidctl.artifacts import sidecar_path, write_sidecar
-from reidctl.errors import InputError, ValidationError
+from reidctl.errors import InputError, ShapeMismatchError, ValidationError
 from reidctl.io import atomic_path, refuse_existing, sha256_file
 
 DEFAULT_OPSET = 17
@@ -106,19 +106,6 @@ def _set_batch_dim(model_proto: Any, names: list[str], static_batch: int | None)
             dim0.dim_value = static_batch
 
 
-def _compare(ref: np.ndarray, got: np.ndarray) -> tuple[float, float, float]:
-    ref64, got64 = ref.astype(np.float64), got.astype(np.float64)
-    max_abs = float(np.max(np.abs(ref64 - got64))) if ref.size else 0.0
-    scale = float(np.max(np.abs(ref64))) if ref.size else 0.0
-    rel = max_abs / scale if scale > 0 else max_abs
-    a = ref64.reshape(ref.shape[0], -1)
-    b = got64.reshape(got.shape[0], -1)
-    num = np.sum(a * b, axis=1)
-    den = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
-    cos = np.where(den > 0, num / np.where(den > 0, den, 1), 1.0)
-    return max_abs, rel, float(np.min(cos)) if cos.size else 1.0
-
-
 def validate_onnx(
     onnx_path: str | os.PathLike[str],
     torch_module: Any,
@@ -134,38 +121,36 @@ def validate_onnx(
     Raises :class:`ValidationError` naming the output, batch and difference when
     ``max|onnx - torch| / max|torch|`` exceeds ``tolerance``.
     """
-    import onnxruntime as ort
     import torch
 
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    sess = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
-    input_name = sess.get_inputs()[0].name
+    from reidctl.runners import get_runner
+    from reidctl.runners.comparator import compare, run_all
+
+    def run_torch(feeds: Any) -> dict[str, np.ndarray]:
+        with torch.inference_mode():
+            outs = torch_module(torch.from_numpy(next(iter(feeds.values()))))
+        return {n: t.numpy() for n, t in zip(output_names, outs, strict=True)}
+
     rng = np.random.default_rng(seed)
     checks: list[OutputCheck] = []
-    for batch in batches:
-        shape = (batch, *input_shape)
-        if input_dtype == "uint8":
-            x = rng.integers(0, 256, size=shape, dtype=np.uint8)
-        else:
-            x = rng.standard_normal(shape, dtype=np.float32)
-        got = sess.run(output_names, {input_name: x})
-        with torch.inference_mode():
-            ref = [t.numpy() for t in torch_module(torch.from_numpy(x))]
-        for name, r, g in zip(output_names, ref, got, strict=True):
-            if r.shape != g.shape:
-                raise ValidationError(
-                    f"output {name!r} at batch {batch}: ONNX shape {list(g.shape)} differs "
-                    f"from PyTorch {list(r.shape)}"
-                )
-            max_abs, rel, cos = _compare(r, g)
-            checks.append(OutputCheck(batch, name, max_abs, rel, cos))
-            if not rel <= tolerance:  # also catches NaN
-                raise ValidationError(
-                    f"output {name!r} at batch {batch}: max abs diff {max_abs:.3g} is "
-                    f"{rel:.3g} of the output's max abs value, above the tolerance "
-                    f"{tolerance:g} (min row cosine {cos:.6f})"
-                )
+    with get_runner("ort")(str(onnx_path)) as ort_runner:
+        input_name = ort_runner.input_specs()[0].name
+        for batch in batches:
+            shape = (batch, *input_shape)
+            if input_dtype == "uint8":
+                x = rng.integers(0, 256, size=shape, dtype=np.uint8)
+            else:
+                x = rng.standard_normal(shape, dtype=np.float32)
+            results = run_all({"PyTorch": run_torch, "ONNX": ort_runner}, {input_name: x})
+            try:
+                comparison = compare(results, rtol=tolerance)
+            except ShapeMismatchError as e:
+                raise ValidationError(f"at batch {batch}: {e}") from None
+            for name in output_names:
+                d = comparison.outputs[name]
+                checks.append(OutputCheck(batch, name, d.max_abs_diff, d.rel_diff, d.min_cosine))
+            for name, reasons in comparison.failed.items():
+                raise ValidationError(f"output {name!r} at batch {batch}: {'; '.join(reasons)}")
     return checks
 
 

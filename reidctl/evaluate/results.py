@@ -2,14 +2,15 @@
 
 Entry points for other stages:
 
-* :func:`evaluate_results` ``(results_dir, **settings) -> Metrics``: a ``reidctl infer``
+* :func:`evaluate_results` ``(results_dir, **settings) -> Evaluation``: a ``reidctl infer``
   result directory (docs/formats.md section 3).
 * :func:`evaluate_dump` ``(dump_dir, prep_dir, output_index, dim=None, **settings)``: the
   Ascend ``benchmark`` / ``ais_bench`` output (``<stem>_<k>.bin|txt``) with the labels of
   the preprocessed set.
 * :func:`evaluate_features` ``(q_feat, g_feat, q_pids, g_pids, q_camids, g_camids, ...)``.
 
-``settings`` are the fields of :class:`EvalSettings`. Nothing here imports torch.
+``settings`` are the fields of :class:`EvalSettings`, validated when it is built. The steps
+of an evaluation are in :mod:`reidctl.evaluate.pipeline`. Nothing here imports torch.
 """
 
 from __future__ import annotations
@@ -29,23 +30,18 @@ from reidctl.artifacts import (
     read_prep_meta,
 )
 from reidctl.errors import (
-    BadDataError,
     FormatError,
     InputError,
     ShapeMismatchError,
     UnknownNameError,
 )
-from reidctl.evaluate.centroids import build_centroids
 from reidctl.evaluate.distance import (
     DEFAULT_METRIC,
     check_finite,
     check_metric,
-    compute_distance,
-    l2_normalize,
 )
-from reidctl.evaluate.local import local_distance
-from reidctl.evaluate.rank import AP_KINDS, PROTOCOLS, RankResult, evaluate_rank
-from reidctl.evaluate.rerank import re_ranking
+from reidctl.evaluate.pipeline import evaluate_features_detailed
+from reidctl.evaluate.rank import AP_KINDS, PROTOCOLS, RankResult
 
 DEFAULT_LOCAL_FEATURE = "local_feat"
 
@@ -61,6 +57,8 @@ class EvalSettings:
     ``local_feature`` (default ``local_feat``), alone (``local_weight`` None) or added to the
     global distance with weight ``local_weight``. ``centroids`` (``per_camera``): gallery
     identities as mean embeddings. ``seed``: the CUHK03 single-shot draws.
+
+    Invalid values and combinations raise :class:`InputError` when the settings are built.
     """
 
     feature: str | None = None
@@ -80,7 +78,7 @@ class EvalSettings:
     per_camera: bool = False
     seed: int = 0
 
-    def check(self) -> None:
+    def __post_init__(self) -> None:
         check_metric(self.distance)
         if self.ap not in AP_KINDS:
             raise UnknownNameError("AP kind", self.ap, AP_KINDS)
@@ -96,6 +94,11 @@ class EvalSettings:
             raise InputError("--per-camera centroids cannot be combined with --rerank")
         if self.local_weight is not None and not self.local:
             raise InputError("--local-weight needs --local")
+
+    @property
+    def uses_global(self) -> bool:
+        """Whether the global features enter the distance (all but local distance alone)."""
+        return not self.local or self.local_weight is not None
 
     def describe(self) -> dict[str, Any]:
         """The settings as written to metrics.json."""
@@ -121,7 +124,12 @@ class EvalSettings:
 @dataclass
 class Evaluation:
     """Everything an evaluation produced: metrics, per-query results, and (unless per-camera
-    centroids) the query x gallery-entry distance matrix with the entries' labels."""
+    centroids) the query x gallery-entry distance matrix with the entries' labels.
+
+    From a result directory or dump it also keeps the loaded ``data`` and the manifest rows
+    of the queries and the gallery (``q_rows``, ``g_rows``). The metric fields read through:
+    ``evaluation.mAP`` is ``evaluation.metrics.mAP``, ``to_dict()`` the metrics.json fields.
+    """
 
     metrics: Metrics
     result: RankResult
@@ -129,6 +137,21 @@ class Evaluation:
     g_pids: np.ndarray
     g_camids: np.ndarray
     g_members: list[np.ndarray] | None  # gallery indices per entry (centroids), else None
+    data: EvalData | None = None
+    q_rows: np.ndarray | None = None
+    g_rows: np.ndarray | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        if name in _METRIC_FIELDS:
+            return getattr(self.metrics, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The metrics.json fields (:meth:`Metrics.to_dict`)."""
+        return self.metrics.to_dict()
+
+
+_METRIC_FIELDS = frozenset(f.name for f in fields(Metrics))
 
 
 @dataclass
@@ -277,105 +300,6 @@ def load_dump(
 # --------------------------------------------------------------------------- evaluation
 
 
-def _merge(parts: list[tuple[np.ndarray, RankResult]], nq: int, max_rank: int) -> RankResult:
-    ap = np.full(nq, np.nan)
-    inp = np.full(nq, np.nan)
-    first = np.zeros(nq, np.int64)
-    for idx, r in parts:
-        ap[idx], inp[idx], first[idx] = r.ap, r.inp, r.first_rank
-    valid = first > 0
-    n = int(valid.sum())
-    hist = np.bincount(np.minimum(first[valid], max_rank + 1), minlength=max_rank + 2)
-    cmc = np.cumsum(hist[1 : max_rank + 1]) / max(n, 1)
-    if n == 0:
-        raise BadDataError(f"none of the {nq} queries has a valid match in the gallery")
-    return RankResult(cmc, float(np.nanmean(ap)), float(np.nanmean(inp)), nq, n, ap, inp, first)
-
-
-def evaluate_features_detailed(
-    q_feat: np.ndarray | None,
-    g_feat: np.ndarray | None,
-    q_pids: np.ndarray,
-    g_pids: np.ndarray,
-    q_camids: np.ndarray,
-    g_camids: np.ndarray,
-    settings: EvalSettings | None = None,
-    q_local: np.ndarray | None = None,
-    g_local: np.ndarray | None = None,
-    progress: bool = False,
-) -> Evaluation:
-    """:func:`evaluate_features` returning the distance matrix and per-query results too."""
-    s = settings or EvalSettings()
-    s.check()
-    normalize = True if s.normalize is None else s.normalize
-    s = replace(s, normalize=normalize)
-    q_pids, g_pids = np.asarray(q_pids, np.int64), np.asarray(g_pids, np.int64)
-    q_camids, g_camids = np.asarray(q_camids, np.int64), np.asarray(g_camids, np.int64)
-    for arr, what in ((q_feat, "query features"), (g_feat, "gallery features")):
-        if arr is not None:
-            check_finite(np.asarray(arr), what)
-    for arr, what in ((q_local, "query local features"), (g_local, "gallery local features")):
-        if arr is not None:
-            check_finite(np.asarray(arr), what)
-    if s.local and (q_local is None or g_local is None):
-        raise InputError("local distance needs local features for queries and gallery")
-    if q_feat is not None:
-        q_feat, g_feat = np.asarray(q_feat, np.float32), np.asarray(g_feat, np.float32)
-        if normalize:
-            q_feat, g_feat = l2_normalize(q_feat), l2_normalize(g_feat)
-    if s.local and normalize:
-        q_local, g_local = l2_normalize(q_local), l2_normalize(g_local)
-    settings_out = s.describe()
-
-    if s.centroids and s.per_camera:
-        parts = []
-        for cam in np.unique(q_camids):
-            qi = np.flatnonzero(q_camids == cam)
-            cg = build_centroids(
-                g_feat, g_pids, g_camids, exclude_camid=int(cam), normalize=normalize
-            )
-            d = compute_distance(q_feat[qi], cg.feat, s.distance)
-            r = evaluate_rank(
-                d, q_pids[qi], cg.pids, q_camids[qi], cg.camids, s.max_rank, s.ap,
-                allow_no_valid=True,
-            )  # fmt: skip
-            parts.append((qi, r))
-        result = _merge(parts, len(q_pids), s.max_rank)
-        n_entries = len(build_centroids(g_feat, g_pids, g_camids).pids)
-        metrics = Metrics.from_rank(result, n_entries, settings_out)
-        return Evaluation(metrics, result, None, g_pids, g_camids, None)
-
-    members = None
-    if s.centroids:
-        cg = build_centroids(g_feat, g_pids, g_camids, normalize=normalize)
-        g_feat, g_pids, g_camids, members = cg.feat, cg.pids, cg.camids, cg.members
-    if s.rerank:
-        distmat = re_ranking(
-            q_feat if (not s.local or s.local_weight is not None) else None,
-            g_feat if (not s.local or s.local_weight is not None) else None,
-            s.k1,
-            s.k2,
-            s.lambda_value,
-            metric=s.distance,
-            q_local=q_local if s.local else None,
-            g_local=g_local if s.local else None,
-            local_weight=s.local_weight,
-            progress=progress,
-        )
-    elif s.local:
-        distmat = local_distance(q_local, g_local, progress=progress)
-        if s.local_weight is not None:
-            distmat *= np.float32(s.local_weight)
-            distmat += compute_distance(q_feat, g_feat, s.distance)
-    else:
-        distmat = compute_distance(q_feat, g_feat, s.distance)
-    result = evaluate_rank(
-        distmat, q_pids, g_pids, q_camids, g_camids, s.max_rank, s.ap, s.protocol, seed=s.seed
-    )
-    metrics = Metrics.from_rank(result, len(g_pids), settings_out)
-    return Evaluation(metrics, result, distmat, g_pids, g_camids, members)
-
-
 def evaluate_features(
     q_feat: np.ndarray | None,
     g_feat: np.ndarray | None,
@@ -445,6 +369,7 @@ def evaluate_data(
         loc[gi] if loc is not None else None,
         progress,
     )
+    ev.data, ev.q_rows, ev.g_rows = data, qi, gi
     return ev, qi, gi
 
 
@@ -453,20 +378,19 @@ def evaluate_results(
     settings: EvalSettings | None = None,
     progress: bool = False,
     **overrides: Any,
-) -> Metrics:
-    """Metrics of a ``reidctl infer`` result directory; ``overrides`` are
-    :class:`EvalSettings` fields, e.g. ``evaluate_results("results/", rerank=True)``."""
+) -> Evaluation:
+    """The evaluation of a ``reidctl infer`` result directory; ``overrides`` are
+    :class:`EvalSettings` fields, e.g. ``evaluate_results("results/", rerank=True).mAP``."""
     s = _settings(settings, overrides)
-    s.check()
     data = load_results(
         results_dir,
         s.feature,
         s.normalize,
         local=s.local,
         local_feature=s.local_feature,
-        need_global=not s.local or s.local_weight is not None,
+        need_global=s.uses_global,
     )
-    return evaluate_data(data, s, progress)[0].metrics
+    return evaluate_data(data, s, progress)[0]
 
 
 def evaluate_dump(
@@ -477,14 +401,13 @@ def evaluate_dump(
     settings: EvalSettings | None = None,
     progress: bool = False,
     **overrides: Any,
-) -> Metrics:
-    """Metrics of a vendor dump directory (see :func:`load_dump`)."""
+) -> Evaluation:
+    """The evaluation of a vendor dump directory (see :func:`load_dump`)."""
     s = _settings(settings, overrides)
-    s.check()
     if s.local:
         raise InputError("--local is not available for vendor dumps (global features only)")
     data = load_dump(dump_dir, prep_dir, output_index, dim, s.normalize)
-    return evaluate_data(data, s, progress)[0].metrics
+    return evaluate_data(data, s, progress)[0]
 
 
 __all__ = [

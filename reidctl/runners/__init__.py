@@ -1,10 +1,10 @@
 """Runners: one model on one back end, behind the contract of :mod:`reidctl.runners.base`.
 
-A registry keyed by name (``ort``, ``ort-cuda``, ``openvino``, ``trt``, ``acl``, ``torch``)
-and by model file suffix (``.onnx`` -> ``ort``, ``.engine``/``.plan`` -> ``trt``, ``.om`` ->
-``acl``, ``.xml`` -> ``openvino``, ``.pth`` -> ``torch``). The runner modules import only
-numpy; their back-end packages load inside ``activate()``, so importing this package never
-needs onnxruntime, OpenVINO, TensorRT, pyACL or CUDA.
+A registry keyed by name (``ort``, ``ort-cuda``, ``openvino``, ``trt``, ``acl``,
+``ais_bench``, ``torch``) and by model file suffix (``.onnx`` -> ``ort``, ``.engine``/``.plan``
+-> ``trt``, ``.om`` -> ``acl``, ``.xml`` -> ``openvino``, ``.pth`` -> ``torch``). The runner
+modules import only numpy; their back-end packages load inside ``activate()``, so importing
+this package never needs onnxruntime, OpenVINO, TensorRT, pyACL or CUDA.
 
 Adding a back end: write ``reidctl/runners/<name>.py`` with a :class:`Runner` subclass and
 list it in ``_BUILTIN`` below (or call :func:`register_runner` from your own code).
@@ -25,6 +25,7 @@ _BUILTIN = (
     "reidctl.runners.ov",
     "reidctl.runners.trt",
     "reidctl.runners.acl",
+    "reidctl.runners.ais_bench",
     "reidctl.runners.pytorch",
 )
 

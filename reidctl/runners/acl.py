@@ -10,8 +10,8 @@ release in reverse order in ``deactivate()``.
 A model built with ATC ``--dynamic_batch_size`` carries an extra input,
 ``ascend_mbatch_shape_data``, through which the batch of each call is chosen among the
 model's batch gears; inputs are always copied at the gear's size (smaller batches padded by
-:meth:`Runner.infer_rows`). With the option ``engine="ais_bench"`` the ``ais_bench``
-``InferSession`` runs the model instead.
+:meth:`Runner.infer_rows`). The ``ais_bench`` back end (:mod:`reidctl.runners.ais_bench`)
+runs the same OM models through ais_bench's ``InferSession`` instead.
 """
 
 from __future__ import annotations
@@ -31,8 +31,7 @@ from reidctl.specs import TensorSpec
 
 INSTALL_HINT = (
     "the CANN toolkit (it provides the `acl` Python module; `source "
-    "/usr/local/Ascend/ascend-toolkit/set_env.sh`) on a machine with an Ascend NPU and driver; "
-    "optionally ais_bench (pip install from the Ascend tools repository)"
+    "/usr/local/Ascend/ascend-toolkit/set_env.sh`) on a machine with an Ascend NPU and driver"
 )
 DYNAMIC_BATCH_INPUT = "ascend_mbatch_shape_data"
 ACL_MEM_MALLOC_HUGE_FIRST = 0
@@ -40,7 +39,6 @@ ACL_MEMCPY_HOST_TO_DEVICE = 1
 ACL_MEMCPY_DEVICE_TO_HOST = 2
 # aclDataType -> numpy dtype name (acl_base.h)
 ACL_DTYPES = {0: "float32", 1: "float16", 2: "int8", 3: "int32", 4: "uint8", 9: "int64", 12: "bool"}
-ENGINES = ("acl", "ais_bench")
 
 
 def limits_from_dynamic_batch(info: Mapping[str, Any] | None, static_batch: int) -> BatchLimits:
@@ -64,7 +62,14 @@ def limits_from_dynamic_batch(info: Mapping[str, Any] | None, static_batch: int)
     return BatchLimits(choices=(static_batch,))
 
 
-def _dtype_name(name: str) -> str:
+def check_om_file(model_file: str) -> None:
+    """:class:`FormatError` unless the OM model file exists."""
+    if not Path(model_file).is_file():
+        raise FormatError(f"OM model not found: {model_file}")
+
+
+def dtype_name(name: str) -> str:
+    """A numpy dtype name for a back end's type name (``float32`` when numpy has none)."""
     try:
         return str(np.dtype(name))
     except TypeError:
@@ -78,52 +83,22 @@ def _check(ret: int, what: str) -> None:
 
 @register_runner
 class AclRunner(Runner):
-    """An OM model on an Ascend NPU. Options: ``device`` (NPU id, default 0), ``engine``
-    (``acl`` default: pyACL directly; ``ais_bench``: its ``InferSession``)."""
+    """An OM model on an Ascend NPU through pyACL. Options: ``device`` (NPU id, default 0)."""
 
     name = "acl"
     suffixes = (".om",)
     install_hint = INSTALL_HINT
-    accepted_options = ("device", "engine")
-    packages = ("ais_bench",)
+    accepted_options = ("device",)
 
     def activate_impl(self) -> None:
-        if not Path(self.model_file).is_file():
-            raise FormatError(f"OM model not found: {self.model_file}")
-        engine = str(self.options.get("engine") or "acl")
-        if engine not in ENGINES:
-            raise InputError(f"unknown acl engine {engine!r}; valid: {', '.join(ENGINES)}")
+        check_om_file(self.model_file)
         self.device_id = int(self.options.get("device") or 0)
-        self.engine = engine
-        if engine == "ais_bench":
-            self._activate_ais_bench()
-            return
         self._resources: list[tuple[str, Any]] = []  # released in reverse order
         try:
             self._activate_acl()
         except BaseException:
             self._release()
             raise
-
-    # ------------------------------------------------------------------ ais_bench
-    def _activate_ais_bench(self) -> None:
-        interface = import_backend("ais_bench.infer.interface", self.name, self.install_hint)
-        self.session = interface.InferSession(self.device_id, self.model_file)
-        ins = [i for i in self.session.get_inputs() if i.name != DYNAMIC_BATCH_INPUT]
-        self._inputs = tuple(
-            TensorSpec(
-                i.name,
-                tuple(int(d) if int(d) > 0 else "batch" for d in i.shape),
-                _dtype_name(str(i.datatype).split(".")[-1]),
-            )
-            for i in ins
-        )
-        self.output_names = [o.name for o in self.session.get_outputs()]
-        first = self._inputs[0].shape[0]
-        self._limits = limits_from_dynamic_batch(
-            getattr(self.session, "get_dynamic_batch", lambda: None)(),
-            first if isinstance(first, int) else 0,
-        )
 
     # ------------------------------------------------------------------ pyACL
     def _activate_acl(self) -> None:
@@ -208,11 +183,6 @@ class AclRunner(Runner):
 
     def infer_impl(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         batch = len(next(iter(feeds.values())))
-        if self.engine == "ais_bench":
-            arrays = [np.ascontiguousarray(feeds[s.name]) for s in self._inputs]
-            mode = "dymbatch" if len(self._limits.choices or ()) > 1 else "static"
-            outs = self.session.infer(arrays, mode=mode)
-            return {n: np.asarray(o)[:batch] for n, o in zip(self.output_names, outs, strict=True)}
         acl = self.acl
         _check(acl.rt.set_context(self.context), "acl.rt.set_context")
         keep = []
@@ -255,12 +225,6 @@ class AclRunner(Runner):
         return outs
 
     def deactivate_impl(self) -> None:
-        if self.engine == "ais_bench":
-            free = getattr(self.session, "free_resource", None)
-            if free is not None:
-                free()
-            self.session = None
-            return
         self._release()
 
     def _release(self) -> None:
@@ -283,8 +247,8 @@ class AclRunner(Runner):
 
     @classmethod
     def availability(cls) -> tuple[bool, str]:
-        if not (has_module("acl") or has_module("ais_bench")):
-            return False, "neither pyACL (`acl`, from the CANN toolkit) nor ais_bench is installed"
+        if not has_module("acl"):
+            return False, "pyACL (`acl`, from the CANN toolkit) is not installed"
         if not has_ascend_npu():
             return False, "no Ascend NPU/driver found (/dev/davinci*, npu-smi)"
         return True, "ok"

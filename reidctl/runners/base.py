@@ -27,6 +27,7 @@ import numpy as np
 
 from reidctl.errors import InputError, ReidctlError, ShapeMismatchError
 from reidctl.runners.batching import BatchLimits, plan_batches
+from reidctl.runners.options import check_options
 from reidctl.specs import TensorSpec
 
 
@@ -45,8 +46,11 @@ class Runner(ABC):
     packages: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, model_file: str, **options: Any) -> None:
+        """``options``: keyword options of this back end (:attr:`accepted_options`); ``None``
+        and ``False`` mean "not given". Any other option raises :class:`InputError` listing
+        the valid ones."""
         self.model_file = str(model_file)
-        self.options = options
+        self.options = check_options(type(self), options)
         self.is_active = False
         self.last_latency_s: float | None = None
         self.latencies_s: list[float] = []

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from reidctl.errors import InputError
+from reidctl.parsing import parse_int_list
 
 
 @dataclass(frozen=True)
@@ -111,17 +112,4 @@ def plan_batches(n: int, batch_size: int, limits: BatchLimits | None = None) -> 
 
 def parse_batch_sizes(value: str | Sequence[int], option: str = "--bs") -> list[int]:
     """``"1,4,8"`` (or a list) -> sorted unique positive batch sizes; :class:`InputError` else."""
-    if isinstance(value, str):
-        try:
-            items = [int(v) for v in value.split(",") if v.strip()]
-        except ValueError:
-            raise InputError(
-                f"{option} expects comma-separated batch sizes such as 1,4,8,16,32; got {value!r}"
-            ) from None
-    else:
-        items = [int(v) for v in value]
-    if not items or any(i < 1 for i in items):
-        raise InputError(
-            f"{option} expects positive batch sizes such as 1,4,8,16,32; got {value!r}"
-        )
-    return sorted(set(items))
+    return list(parse_int_list(value, option, sort=True))

@@ -45,6 +45,7 @@ from reidctl.io import sha256_file
 from reidctl.runners import get_runner, runner_for_file
 from reidctl.runners.base import Runner
 from reidctl.runners.facts import derive_facts, output_specs, sidecar_or_none
+from reidctl.runners.options import check_options as check_options  # re-exported
 from reidctl.specs import TensorSpec
 
 __all__ = [
@@ -207,23 +208,6 @@ def runner_class(model_file: Path, backend: str | None) -> type[Runner]:
             "(`reidctl backends` lists what is available)"
         )
     return cls
-
-
-def check_options(cls: type[Runner], options: dict[str, Any]) -> dict[str, Any]:
-    """Drop unset (``None``/``False``) options; refuse ones the back end does not understand.
-
-    Returns the options to pass to ``cls(model_file, **options)``; :class:`InputError`
-    lists the back end's accepted options otherwise.
-    """
-    given = {k: v for k, v in options.items() if v is not None and v is not False}
-    unknown = sorted(set(given) - set(cls.accepted_options))
-    if unknown:
-        accepted = ", ".join(cls.accepted_options) or "none"
-        raise InputError(
-            f"option(s) {', '.join(unknown)} do not apply to back end {cls.name!r} "
-            f"(its options: {accepted})"
-        )
-    return given
 
 
 def load_inference_inputs(

@@ -21,6 +21,7 @@ class FakeRunner(Runner):
     """A back end whose call time is ``cost_s * batch`` (reported, not slept)."""
 
     name = "fake"
+    accepted_options = ("threads",)
 
     def __init__(self, model_file: str, cost_s: float = 1e-3, batch: int | str = "batch", **o):
         super().__init__(model_file, **o)
@@ -292,6 +293,17 @@ def test_cli_bench_unknown_backend(tiny_onnx, capsys) -> None:
 
     assert main(["bench", str(tiny_onnx), "--backend", "nope", "--iters", "1"]) == 2
     assert "valid back ends" in capsys.readouterr().err
+
+
+def test_cli_bench_refuses_an_option_no_selected_backend_takes(tiny_onnx, capsys) -> None:
+    from reidctl.cli import main
+
+    args = ["bench", str(tiny_onnx), "--iters", "1", "--warmup", "0", "--bs", "1"]
+    assert main([*args, "--backend", "torch", "--threads", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "threads apply to none of the back ends 'torch'" in err and "Traceback" not in err
+    # one back end that takes it is enough; the others run with their own settings
+    assert main([*args, "--backend", "ort", "--threads", "1"]) == 0
 
 
 @pytest.mark.openvino

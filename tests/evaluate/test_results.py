@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -11,7 +12,13 @@ import numpy as np
 import pytest
 
 from reidctl.cli import main
-from reidctl.errors import BadDataError, FormatError, ShapeMismatchError, UnknownNameError
+from reidctl.errors import (
+    BadDataError,
+    FormatError,
+    InputError,
+    ShapeMismatchError,
+    UnknownNameError,
+)
 from reidctl.evaluate import EvalSettings, evaluate_features, evaluate_results
 from reidctl.evaluate.centroids import build_centroids
 from reidctl.evaluate.distance import compute_distance, l2_normalize
@@ -249,3 +256,29 @@ def test_synthetic_market_like_is_deterministic():
     np.testing.assert_array_equal(a.g_feat, b.g_feat)
     assert a.q_feat.shape == (40, 16) and (a.g_pids == 0).sum() == round(200 * 2793 / 15913)
     np.testing.assert_allclose(np.linalg.norm(a.q_feat, axis=1), 1.0, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"per_camera": True}, "--per-camera needs --centroids"),
+        ({"centroids": True, "local": True}, "--centroids cannot be combined"),
+        ({"centroids": True, "per_camera": True, "rerank": True}, "--rerank"),
+        ({"local_weight": 1.0}, "--local-weight needs --local"),
+        ({"max_rank": 0}, "--max-rank"),
+        ({"distance": "manhattan"}, "manhattan"),
+    ],
+)
+def test_invalid_settings_are_refused_when_built(kwargs, match):
+    with pytest.raises(InputError, match=match):
+        EvalSettings(**kwargs)
+    with pytest.raises(InputError, match=match):  # replace() builds them again
+        dataclasses.replace(EvalSettings(), **kwargs)
+
+
+def test_evaluation_reads_its_metrics_through(dirs):
+    ev = evaluate_results(dirs["results"])
+    assert ev.mAP == ev.metrics.mAP and ev.to_dict() == ev.metrics.to_dict()
+    assert ev.data is not None and len(ev.q_rows) + len(ev.g_rows) == len(ev.data.entries)
+    with pytest.raises(AttributeError):
+        _ = ev.not_a_metric

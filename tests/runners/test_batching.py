@@ -108,7 +108,9 @@ def test_infer_rows_splits_pads_and_trims():
 
 
 def test_registry_names_suffixes_and_unknown_name():
-    assert {"ort", "ort-cuda", "openvino", "trt", "acl", "torch"} <= set(list_runners())
+    assert {"ort", "ort-cuda", "openvino", "trt", "acl", "ais_bench", "torch"} <= set(
+        list_runners()
+    )
     for suffix, name in [
         (".onnx", "ort"),
         (".engine", "trt"),
@@ -118,7 +120,7 @@ def test_registry_names_suffixes_and_unknown_name():
         (".pth", "torch"),
     ]:
         assert runner_for_file(f"m{suffix}").name == name
-    with pytest.raises(UnknownNameError, match="valid back ends: acl, openvino, ort"):
+    with pytest.raises(UnknownNameError, match="valid back ends: acl, ais_bench, openvino, ort"):
         get_runner("tensorflow")
     with pytest.raises(InputError, match=r"\.tflite"):
         runner_for_file("model.tflite")
@@ -135,16 +137,49 @@ def test_importing_runners_loads_no_backend_package():
     assert out.stdout.strip() == "[]"
 
 
-@pytest.mark.parametrize("name", ["trt", "acl"])
+@pytest.mark.parametrize("name", ["trt", "acl", "ais_bench"])
 def test_absent_vendor_backends_say_why_and_how_to_install(name, tmp_path):
     cls = get_runner(name)
-    module = {"trt": "tensorrt", "acl": "acl"}[name]
+    module = {"trt": "tensorrt", "acl": "acl", "ais_bench": "ais_bench"}[name]
     if importlib.util.find_spec(module) is not None:
         pytest.skip(f"{module} is installed here: its absence cannot be tested")
     ok, why = cls.availability()
     assert not ok and why
-    model = tmp_path / f"m{cls.suffixes[0]}"
+    model = tmp_path / f"m{(cls.suffixes or ('.om',))[0]}"
     model.write_bytes(b"\0")
     with pytest.raises(BackendUnavailableError, match="install") as e, cls(str(model)):
         pass
     assert cls.install_hint in str(e.value)
+
+
+def test_runner_refuses_options_it_does_not_declare():
+    with pytest.raises(
+        InputError, match=r"precision do not apply to back end 'ort' \(its options: threads\)"
+    ):
+        get_runner("ort")("m.onnx", precision="f16")
+    # unset options (None, False) are not given
+    assert get_runner("ort")("m.onnx", threads=None, precision=None).options == {}
+    assert get_runner("acl")("m.om", device=1).options == {"device": 1}
+    with pytest.raises(InputError, match="its options: device"):
+        get_runner("acl")("m.om", engine="ais_bench")
+
+
+def test_ais_bench_is_its_own_back_end():
+    cls = get_runner("ais_bench")
+    assert cls.__name__ == "AisBenchRunner" and cls.accepted_options == ("device",)
+    assert runner_for_file("m.om").name == "acl"
+
+
+def test_options_for_picks_declared_options_and_some_must_accept():
+    from reidctl.runners.options import check_some_accepts, options_for
+
+    ort, torch_cls, ov = get_runner("ort"), get_runner("torch"), get_runner("openvino")
+    opts = {"threads": 2, "precision": None}
+    assert options_for(ort, opts) == {"threads": 2}
+    assert options_for(torch_cls, opts) == {}
+    check_some_accepts([torch_cls, ort], opts)
+    with pytest.raises(InputError, match="threads apply to none of the back ends 'torch'"):
+        check_some_accepts([torch_cls], opts)
+    with pytest.raises(InputError, match="precision"):
+        check_some_accepts([ort], {"precision": "f16"})
+    check_some_accepts([ov], {"precision": "f16"})

@@ -135,7 +135,7 @@ def test_missing_manifest_or_meta(tiny_onnx, tmp_path):
 
 
 def test_unknown_and_unavailable_backend_and_foreign_options(tiny_onnx, prep, tmp_path):
-    with pytest.raises(UnknownNameError, match="valid back ends: acl, openvino, ort"):
+    with pytest.raises(UnknownNameError, match="valid back ends: acl, ais_bench, openvino, ort"):
         run_inference(tiny_onnx, prep[0], tmp_path / "r", backend="tvm")
     engine = tmp_path / "m.engine"
     engine.write_bytes(b"\0")
@@ -144,6 +144,14 @@ def test_unknown_and_unavailable_backend_and_foreign_options(tiny_onnx, prep, tm
             run_inference(engine, prep[0], tmp_path / "r")
     with pytest.raises(Exception, match="precision do not apply to back end 'ort'"):
         run_inference(tiny_onnx, prep[0], tmp_path / "r", precision="bf16")
+
+
+def test_cli_infer_refuses_an_unknown_runner_option(tiny_onnx, prep, tmp_path, capsys):
+    out = tmp_path / "r-precision"
+    assert main(["infer", str(tiny_onnx), str(prep[0]), "-o", str(out), "--precision", "f16"]) == 2
+    err = capsys.readouterr().err
+    assert "precision do not apply to back end 'ort' (its options: threads)" in err
+    assert not out.exists()
 
 
 def test_compare_reports_and_fails_beyond_thresholds(ort_run, tiny_onnx, prep, tmp_path):

@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from reidctl.commands._common import echo_warnings
+from reidctl.commands._options import force_option, threads_option
 from reidctl.convert.int8 import DEFAULT_SAMPLES, METHODS, SameSetWarning, int8_from_onnx
 
 
@@ -74,8 +75,8 @@ from reidctl.convert.int8 import DEFAULT_SAMPLES, METHODS, SameSetWarning, int8_
     help="Fail (exit 1, nothing written) if INT8 mAP is lower by more than this many points "
     "(1 point = 0.01 mAP). Needs --eval.",
 )
-@click.option("--threads", type=int, default=None, help="onnxruntime threads for the guard.")
-@click.option("--force", is_flag=True, help="Overwrite an existing output and sidecar.")
+@threads_option("onnxruntime threads for the guard.")
+@force_option("Overwrite an existing output and sidecar.")
 def command(
     model_file: Path,
     calib: Path,

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from reidctl.commands._options import batch_sizes_option, force_option
 from reidctl.convert.om import _om_paths, om_from_onnx, parse_batch_sizes
 
 
@@ -19,17 +20,20 @@ from reidctl.convert.om import _om_paths, om_from_onnx, parse_batch_sizes
     help="Output prefix: writes <output>.om and <output>.om.json ('.om' may be given).",
 )
 @click.option("--soc", required=True, help="Ascend SoC version, e.g. Ascend310P3, Ascend310B1.")
-@click.option(
-    "--bs",
-    default="1,4,8,16,32",
-    show_default=True,
-    help="Batch gears (--dynamic_batch_size), or the one batch with --static.",
+@batch_sizes_option(
+    "1,4,8,16,32", "Batch gears (--dynamic_batch_size), or the one batch with --static.", dest="bs"
 )
 @click.option("--static", is_flag=True, help="Build one fixed batch size instead of gears.")
 @click.option("--dry-run", is_flag=True, help="Print the atc command and exit.")
-@click.option("--force", is_flag=True, help="Overwrite an existing .om and sidecar.")
+@force_option("Overwrite an existing .om and sidecar.")
 def command(
-    onnx_file: Path, output: Path, soc: str, bs: str, static: bool, dry_run: bool, force: bool
+    onnx_file: Path,
+    output: Path,
+    soc: str,
+    bs: tuple[int, ...],
+    static: bool,
+    dry_run: bool,
+    force: bool,
 ) -> None:
     """Convert ONNX_FILE to an Ascend OM model with ATC (needs `atc` on PATH).
 

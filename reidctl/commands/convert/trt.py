@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from reidctl.commands._options import batch_sizes_option, force_option
 from reidctl.convert.trt import (
     DEFAULT_WORKSPACE_MIB,
     _input_of,
@@ -26,11 +27,10 @@ from reidctl.convert.trt import (
     type=click.Path(dir_okay=False, path_type=Path),
     help="Engine file to write (.engine or .plan); its sidecar goes beside it.",
 )
-@click.option(
-    "--bs",
-    default="1,4,8,16,32",
-    show_default=True,
-    help="Batch sizes the engine must run: profile min = smallest, opt = max = largest.",
+@batch_sizes_option(
+    "1,4,8,16,32",
+    "Batch sizes the engine must run: profile min = smallest, opt = max = largest.",
+    dest="bs",
 )
 @click.option("--fp16", is_flag=True, help="Allow FP16 kernels (BuilderFlag.FP16).")
 @click.option(
@@ -51,11 +51,11 @@ from reidctl.convert.trt import (
     is_flag=True,
     help="Only print the equivalent trtexec command (no TensorRT needed) and exit.",
 )
-@click.option("--force", is_flag=True, help="Overwrite an existing engine and sidecar.")
+@force_option("Overwrite an existing engine and sidecar.")
 def command(
     onnx_file: Path,
     output: Path,
-    bs: str,
+    bs: tuple[int, ...],
     fp16: bool,
     workspace_mib: int,
     timing_cache: Path | None,
