@@ -73,6 +73,13 @@ _CENSUS_PROVIDERS = {
 }
 
 
+# ops that move or reshape data without arithmetic (any element type runs the same way)
+_DATA_MOVEMENT = (
+    "Cast", "Concat", "Expand", "Flatten", "Gather", "Identity", "Reshape", "Shape", "Slice",
+    "Split", "Squeeze", "Transpose", "Unsqueeze",
+)  # fmt: skip
+
+
 class Float16NotRunWarning(UserWarning):
     """The validating back end computed no node in float16 (it cast to float32)."""
 
@@ -129,8 +136,9 @@ def float16_kernel_census(
     providers: Sequence[str] = ("CPUExecutionProvider",),
 ) -> dict[str, Any]:
     """What onnxruntime computed one run of ``model_file`` with, from its profile: nodes by
-    the element types of their inputs, ``float16_compute_nodes`` (nodes other than ``Cast``
-    with a float16 input) and the op types those were."""
+    the element types of their inputs, ``float16_compute_nodes`` (nodes with a float16 input
+    that compute, i.e. other than casts, reshapes and the like) and their op types, and
+    ``float16_data_movement_nodes`` (the others with a float16 input)."""
     import onnxruntime as ort
 
     from reidctl.runners.ort import make_session
@@ -145,6 +153,7 @@ def float16_kernel_census(
         events = json.loads(Path(sess.end_profiling()).read_text(encoding="utf-8"))
     by_type: Counter[str] = Counter()
     fp16_ops: Counter[str] = Counter()
+    moved = 0
     for e in events:
         args = e.get("args") or {}
         if e.get("cat") != "Node" or "op_name" not in args:
@@ -153,13 +162,17 @@ def float16_kernel_census(
             continue
         types = sorted({k for d in args.get("input_type_shape", []) for k in d})
         by_type["+".join(types) or "none"] += 1
-        if "float16" in types and args["op_name"] != "Cast":
-            fp16_ops[args["op_name"]] += 1
+        if "float16" in types:
+            if args["op_name"] in _DATA_MOVEMENT:
+                moved += 1
+            else:
+                fp16_ops[args["op_name"]] += 1
     return {
         "providers": list(providers),
         "nodes_by_input_types": dict(sorted(by_type.items())),
         "float16_compute_nodes": sum(fp16_ops.values()),
         "float16_ops": dict(sorted(fp16_ops.items())),
+        "float16_data_movement_nodes": moved,
     }
 
 
