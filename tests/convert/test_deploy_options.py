@@ -6,6 +6,7 @@ import contextlib
 import io
 import shlex
 import warnings
+from typing import ClassVar
 
 import onnx
 import pytest
@@ -252,3 +253,101 @@ def test_sidecar_without_feature_facts_still_cuts(tmp_path):
     assert side["conversion"]["outputs"] == ["feature"]
     assert [o["name"] for o in side["outputs"]] == ["feature"]
     assert len(side["conversion"]["out_nodes"]) == 1
+
+
+class _FakeTrt:
+    """A stand-in for the TensorRT 10 Python API recording what the builder is told."""
+
+    __version__ = "10.9.0"
+
+    class Logger:
+        WARNING = 2
+
+        def __init__(self, level):
+            self.level = level
+
+    class MemoryPoolType:
+        WORKSPACE = "workspace"
+
+    class BuilderFlag:
+        FP16 = "FP16"
+        OBEY_PRECISION_CONSTRAINTS = "OBEY_PRECISION_CONSTRAINTS"
+
+    calls: ClassVar[dict] = {}
+
+    class _Profile:
+        def set_shape(self, name, lo, opt, hi):
+            _FakeTrt.calls.setdefault("shapes", {})[name] = (lo, opt, hi)
+
+    class _Config:
+        def set_memory_pool_limit(self, pool, size):
+            _FakeTrt.calls["workspace"] = size
+
+        def set_flag(self, flag):
+            _FakeTrt.calls.setdefault("flags", []).append(flag)
+
+        def add_optimization_profile(self, profile):
+            _FakeTrt.calls["profiles"] = _FakeTrt.calls.get("profiles", 0) + 1
+
+        def create_timing_cache(self, data):
+            return data
+
+        def set_timing_cache(self, cache, ignore_mismatch):
+            pass
+
+    class OnnxParser:
+        def __init__(self, network, logger):
+            pass
+
+        def parse_from_file(self, path):
+            import onnx
+
+            _FakeTrt.calls["parsed_outputs"] = [o.name for o in onnx.load(path).graph.output]
+            return True
+
+    class Builder:
+        def __init__(self, logger):
+            pass
+
+        def create_network(self, flags):
+            return object()
+
+        def create_builder_config(self):
+            return _FakeTrt._Config()
+
+        def create_optimization_profile(self):
+            return _FakeTrt._Profile()
+
+        def build_serialized_network(self, network, config):
+            return b"serialized engine"
+
+
+def test_python_api_build_gets_every_input_opt_flags_and_the_cut_graph(tmp_path, monkeypatch):
+    import sys
+
+    from reidctl.artifacts import read_sidecar
+    from reidctl.convert.trt import engine_from_onnx
+
+    _FakeTrt.calls = {}
+    monkeypatch.setitem(sys.modules, "tensorrt", _FakeTrt)
+    model = export_camera_model(tmp_path / "cam.onnx")
+    side = engine_from_onnx(
+        model, tmp_path / "cam.engine", batch_sizes=[1, 2, 4, 8], opt_batch=2, fp16=True,
+        builder_flags=["OBEY_PRECISION_CONSTRAINTS"], workspace_mib=64,
+    )  # fmt: skip
+    calls = _FakeTrt.calls
+    assert calls["shapes"] == {
+        "image": ([1, 3, H, W], [2, 3, H, W], [8, 3, H, W]),
+        "camera": ([1], [2], [8]),
+    }
+    assert calls["flags"] == ["FP16", "OBEY_PRECISION_CONSTRAINTS"]
+    assert calls["workspace"] == 64 << 20 and calls["profiles"] == 1
+    assert (tmp_path / "cam.engine").read_bytes() == b"serialized engine"
+    assert side["conversion"]["profile"] == {"min": 1, "opt": 2, "max": 8}
+    assert read_sidecar(tmp_path / "cam.engine")["inputs"][1]["name"] == "camera"
+    # --outputs: TensorRT parses the cut graph; the sidecar lists the kept outputs
+    tiny = export_tiny(tmp_path / "tiny.onnx")
+    side = engine_from_onnx(tiny, tmp_path / "t.engine", outputs=["feature"])
+    assert calls["parsed_outputs"] == ["feature"]
+    assert [o["name"] for o in side["outputs"]] == ["feature"]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
