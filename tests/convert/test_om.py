@@ -136,5 +136,5 @@ def test_runs_atc_with_an_argv_list_and_writes_the_sidecar(tiny, tmp_path, fake_
 def test_atc_failure_is_reported_and_leaves_nothing(tiny, tmp_path, fake_atc, monkeypatch):
     monkeypatch.setenv("FAIL_ATC", "1")
     with pytest.raises(BadDataError, match="E10001"):
-        om_from_onnx(tiny[0], tmp_path / "m", soc="Ascend999")
+        om_from_onnx(tiny[0], tmp_path / "m", soc="Ascend310P3")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["atc.argv", "bin"]

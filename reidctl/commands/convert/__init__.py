@@ -19,6 +19,9 @@ CONVERSIONS: dict[str, tuple[str, str]] = {
     "trt": ("reidctl.commands.convert.trt", "ONNX -> TensorRT engine (one optimisation profile)."),
     "om": ("reidctl.commands.convert.om", "ONNX -> Ascend OM via ATC (dynamic batch gears)."),
     "int8": ("reidctl.commands.convert.int8", "ONNX -> INT8 ONNX (static QDQ, calibrated)."),
+    "openvino": ("reidctl.commands.convert.openvino", "ONNX -> OpenVINO IR (.xml + .bin)."),
+    "fp16": ("reidctl.commands.convert.fp16", "ONNX -> float16 ONNX (overflow-prone ops FP32)."),
+    "triton": ("reidctl.commands.convert.triton", "Model -> Triton model repository."),
 }
 
 
@@ -49,4 +52,7 @@ def convert() -> None:
     Examples:
       reidctl convert trt osnet.onnx -o osnet.engine --bs 1,4,8,16,32 --fp16
       reidctl convert om osnet.onnx -o osnet --soc Ascend310P3 --bs 1,4,8,16,32
+      reidctl convert openvino osnet.onnx -o osnet.xml
+      reidctl convert fp16 osnet.onnx -o osnet.fp16.onnx --data prep/
+      reidctl convert triton osnet.onnx -o model_repository/ --name osnet
     """

@@ -9,12 +9,10 @@ import click
 
 from reidctl.commands._options import batch_sizes_option, force_option
 from reidctl.convert.trt import (
+    BUILDER_FLAGS,
     DEFAULT_WORKSPACE_MIB,
-    _input_of,
     engine_from_onnx,
-    parse_batch_sizes,
-    source_facts,
-    trtexec_command,
+    trtexec_for_onnx,
 )
 
 
@@ -29,8 +27,38 @@ from reidctl.convert.trt import (
 )
 @batch_sizes_option(
     "1,4,8,16,32",
-    "Batch sizes the engine must run: profile min = smallest, opt = max = largest.",
+    "Batch sizes the engine must run: profile min = smallest, max = largest.",
     dest="bs",
+)
+@click.option(
+    "--opt-bs",
+    type=int,
+    default=None,
+    help="Batch the kernels are tuned for (profile opt), within the --bs range. "
+    "[default: the largest --bs]",
+)
+@click.option(
+    "--outputs",
+    default=None,
+    help="Comma-separated outputs to keep (e.g. global_feat,local_feat); the graph is cut "
+    "before the build. The retrieval feature must stay. [default: all]",
+)
+@click.option(
+    "--builder-flag",
+    "builder_flags",
+    multiple=True,
+    metavar="NAME",
+    help=f"trt.BuilderFlag to set (repeatable): {', '.join(BUILDER_FLAGS)}.",
+)
+@click.option(
+    "--trtexec-args",
+    default=None,
+    help="Extra trtexec arguments (one quoted string), for --with-trtexec and --print-trtexec.",
+)
+@click.option(
+    "--with-trtexec",
+    is_flag=True,
+    help="Build with the trtexec binary instead of the TensorRT Python API.",
 )
 @click.option("--fp16", is_flag=True, help="Allow FP16 kernels (BuilderFlag.FP16).")
 @click.option(
@@ -61,6 +89,11 @@ def command(
     timing_cache: Path | None,
     print_trtexec: bool,
     force: bool,
+    opt_bs: int | None,
+    outputs: str | None,
+    builder_flags: tuple[str, ...],
+    trtexec_args: str | None,
+    with_trtexec: bool,
 ) -> None:
     """Build a TensorRT engine (TensorRT >= 10) from ONNX_FILE.
 
@@ -71,31 +104,29 @@ def command(
     Examples:
       reidctl convert trt osnet.onnx -o osnet.engine --bs 1,4,8,16,32 --fp16
       reidctl convert trt osnet.onnx -o osnet.engine --print-trtexec
+      reidctl convert trt osnet.onnx -o osnet.engine --bs 1,2,4,8 --opt-bs 4 --fp16
+      reidctl convert trt aligned.onnx -o aligned.engine --outputs global_feat,local_feat
+      reidctl convert trt osnet.onnx -o osnet.engine --with-trtexec --trtexec-args "--verbose"
+
+    With --outputs, --print-trtexec writes the cut graph to <output stem>.cut.onnx, which the
+    printed command reads.
     """
-    sizes = parse_batch_sizes(bs)
-    if print_trtexec:
-        facts = source_facts(onnx_file)
-        name, shape, static = _input_of(facts)
-        argv = trtexec_command(
-            onnx_file,
-            output,
-            name,
-            shape[1:],
-            None if static else sizes,  # type: ignore[arg-type]
-            fp16=fp16,
-            workspace_mib=workspace_mib,
-            timing_cache=timing_cache,
-        )
-        click.echo(shlex.join(argv))
-        return
-    side = engine_from_onnx(
-        onnx_file,
-        output,
+    sizes = list(bs)
+    keep = [n.strip() for n in outputs.split(",") if n.strip()] if outputs else None
+    common = dict(
         batch_sizes=sizes,
+        opt_batch=opt_bs,
         fp16=fp16,
         workspace_mib=workspace_mib,
         timing_cache=timing_cache,
+        builder_flags=builder_flags,
+        trtexec_args=trtexec_args,
+        outputs=keep,
         force=force,
     )
+    if print_trtexec:
+        click.echo(shlex.join(trtexec_for_onnx(onnx_file, output, **common)))  # type: ignore[arg-type]
+        return
+    side = engine_from_onnx(onnx_file, output, use_trtexec=with_trtexec, **common)  # type: ignore[arg-type]
     conv = side["conversion"]
     click.echo(f"wrote {output} ({conv['precision']}, profile {conv['profile']})")
