@@ -6,9 +6,9 @@ from pathlib import Path
 
 import click
 
-from reidctl.commands._common import parse_int_list
 from reidctl.commands._options import force_option
 from reidctl.convert.triton import DEFAULT_QUEUE_DELAY_US, KINDS, triton_repository
+from reidctl.parsing import parse_int_list
 
 
 @click.command("triton")
