@@ -235,3 +235,37 @@ register_model(
         reference=_TRANSREID,
     )
 )
+_CLIPREID = "Syliz517/CLIP-ReID"
+register_model(
+    ModelSpec(
+        name="clipreid_vit_b16",
+        description=(
+            "CLIP-ReID ViT-B/16 image encoder (QuickGELU, 16x8 position grid), SIE on the "
+            "class token; feature cat(class token 768, projection 512)"
+        ),
+        builder="reidctl.models.clipreid:build",
+        outputs=(_feat("feature", 1280),),
+        feature="feature",
+        l2_normalize=True,
+        preprocess=_HALF,  # configs/person/vit_clipreid.yml
+        tolerance=1e-4,
+        reference=_CLIPREID,
+        num_cameras=6,
+    )
+)
+register_model(
+    ModelSpec(
+        name="clipreid_rn50",
+        description=(
+            "CLIP-ReID RN50 image encoder (CLIP's modified ResNet-50, layer 4 stride 1); "
+            "feature cat(average pool 2048, attention pool 1024)"
+        ),
+        builder="reidctl.models.clipreid:build",
+        outputs=(_feat("feature", 3072),),
+        feature="feature",
+        l2_normalize=True,
+        preprocess=PreprocessSpec(),  # configs/person/cnn_clipreid.yml: ImageNet mean/std
+        tolerance=1e-4,
+        reference=_CLIPREID,
+    )
+)

@@ -192,7 +192,9 @@ def ref_transreid(
     return torch.cat([g] + [f / 4 for f in loc], dim=1)
 
 
-def _rel(ref: torch.Tensor | np.ndarray, got: torch.Tensor | np.ndarray) -> float:
+def _rel(ref, got) -> float:
+    """max |ref - got| / max |ref| (tensors or arrays)."""
+    ref, got = (t.detach().numpy() if isinstance(t, torch.Tensor) else t for t in (ref, got))
     ref, got = np.asarray(ref, np.float64), np.asarray(got, np.float64)
     return float(np.max(np.abs(ref - got)) / np.max(np.abs(ref)))
 
