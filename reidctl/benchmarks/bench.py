@@ -26,7 +26,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
@@ -332,11 +332,15 @@ def synthetic_feeds(
     batch_size: int,
     seed: int = 0,
     sidecar_inputs: Sequence[TensorSpec] = (),
+    index_bounds: Mapping[str, int] | None = None,
 ) -> tuple[dict[str, np.ndarray] | None, str | None]:
     """Seeded random inputs of each spec's shape and dtype: N(0, 1) for floats (what
-    normalised images look like), uniform 0..255 for uint8. Returns ``(feeds, skip_reason)``."""
+    normalised images look like), uniform 0..255 for uint8; an integer input named in
+    ``index_bounds`` (e.g. ``{"camera": 6}``) gets valid indices ``0..bound - 1``.
+    Returns ``(feeds, skip_reason)``."""
     rng = np.random.default_rng(seed)
     by_name = {s.name: s for s in sidecar_inputs}
+    bounds = index_bounds or {}
     feeds = {}
     for spec in specs:
         shape, skip = concrete_shape(spec, batch_size, by_name.get(spec.name))
@@ -345,6 +349,8 @@ def synthetic_feeds(
         dtype = np.dtype(spec.dtype)
         if dtype.kind == "f":
             feeds[spec.name] = rng.standard_normal(shape, dtype=np.float32).astype(dtype)
+        elif dtype.kind in "ui" and spec.name in bounds:
+            feeds[spec.name] = rng.integers(0, bounds[spec.name], size=shape).astype(dtype)
         elif dtype.kind in "ui":
             feeds[spec.name] = rng.integers(0, 256, size=shape).astype(dtype)
         else:
@@ -474,6 +480,14 @@ def _sidecar_inputs(model_file: Path) -> tuple[TensorSpec, ...]:
         return ()
 
 
+def _index_bounds(model_file: Path) -> dict[str, int]:
+    """``{"camera": num_cameras}`` for a camera-aware model's sidecar, else ``{}``."""
+    cam = _sidecar_field(model_file, "camera")
+    if isinstance(cam, dict) and cam.get("input") and int(cam.get("num_cameras") or 0) > 0:
+        return {str(cam["input"]): int(cam["num_cameras"])}
+    return {}
+
+
 def _sidecar_field(model_file: Path, key: str) -> Any:
     side = model_file.with_name(model_file.name + ".json")
     try:
@@ -557,7 +571,9 @@ def run_bench(
                     if settings.data:
                         fd, skip = data_feeds(specs, bs, settings.data)
                     else:
-                        fd, skip = synthetic_feeds(specs, bs, settings.seed, _sidecar_inputs(f))
+                        fd, skip = synthetic_feeds(
+                            specs, bs, settings.seed, _sidecar_inputs(f), _index_bounds(f)
+                        )
                     feeds.append(fd or {})
                     skips.append(skip)
                 live = [i for i, s in enumerate(skips) if s is None]

@@ -118,3 +118,30 @@ def check_config_agrees(path: str | Path, key: str, config: Any, weights: Any) -
             f"config {path}: {key} is {config!r} but the weights say {weights!r}; "
             "use the config the checkpoint was trained with"
         )
+
+
+#: sidecar ``model_settings`` names -> ``configure`` parameters
+_SETTING_OPTIONS = {
+    "shift": "jpm_shift",
+    "shuffle_groups": "jpm_groups",
+    "divide_length": "jpm_divide",
+    "rearrange": "rearrange",
+    "neck_feat": "neck_feat",
+}
+
+
+def options_from_sidecar(sidecar: dict[str, Any]) -> dict[str, Any]:
+    """The ``configure`` options that rebuild an exported model's settings from its sidecar
+    (``model_settings`` and ``camera``), so that PyTorch runs what the ONNX graph runs."""
+    opts: dict[str, Any] = {}
+    settings = sidecar.get("model_settings")
+    if isinstance(settings, dict):
+        opts.update({o: settings[k] for k, o in _SETTING_OPTIONS.items() if k in settings})
+    cam = sidecar.get("camera")
+    if isinstance(cam, dict) and int(cam.get("num_cameras") or 0) > 0:
+        if "sie_coefficient" in cam:
+            opts["sie_coe"] = float(cam["sie_coefficient"])
+        if cam.get("camera_agnostic"):
+            opts["camera_agnostic"] = True
+            opts["sie_camera"] = cam.get("sie_camera")
+    return opts

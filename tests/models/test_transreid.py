@@ -433,3 +433,25 @@ def test_export_stride12_jpm_sie_checkpoint_at_batch_1_3_32(tmp_path: Path, caps
     (b,) = sess.run(None, {"image": x, "camera": np.array([5])})
     assert _rel(a, b) > 1e-2
     assert math.isfinite(float(np.abs(a).max()))
+
+
+def test_torch_and_ort_runners_take_the_camera_input(tmp_path: Path) -> None:
+    from reidctl.runners import get_runner
+
+    name = "transreid_deit_small"
+    path = _save(tmp_path, transreid_checkpoint(name, 16, False, 3, seed=8))
+    out = tmp_path / "deit.onnx"
+    onnx_from_torch(name, out, weights=path, options={"sie_coe": 2.0}, validate_batches=(4,))
+    feeds = {"image": _images(4, seed=3).numpy(), "camera": np.array([2, 0, 1, 2])}
+    results = {}
+    for backend in ("torch", "ort"):
+        with get_runner(backend)(str(out)) as runner:
+            specs = runner.input_specs()
+            assert [(s.name, s.dtype) for s in specs] == [("image", "float32"), ("camera", "int64")]
+            results[backend] = runner.infer(feeds)["feature"]
+    # the torch runner applied the sidecar's SIE coefficient: both run the same network
+    assert _rel(results["torch"], results["ort"]) <= 1e-4
+    m = create_model(name, weights=path).module
+    with torch.no_grad():
+        (default_coe,) = m(torch.from_numpy(feeds["image"]), torch.from_numpy(feeds["camera"]))
+    assert _rel(default_coe, results["torch"]) > 1e-3  # 2.0, not the default 3.0
