@@ -21,7 +21,13 @@ Modules: :mod:`~reidctl.bench.settings` (what and how long), :mod:`~reidctl.benc
 :mod:`~reidctl.bench.report` (tables, CSV, plot, files).
 """
 
-from reidctl.bench.feeds import concrete_shape, data_feeds, load_prep_tensors, synthetic_feeds
+from reidctl.bench.feeds import (
+    concrete_shape,
+    data_feeds,
+    index_bounds,
+    load_prep_tensors,
+    synthetic_feeds,
+)
 from reidctl.bench.machine import cpu_flags, cpu_model, gpu_names, machine_info, package_versions
 from reidctl.bench.measure import (
     cache_dir,
@@ -71,6 +77,7 @@ __all__ = [
     "format_latency_table",
     "format_table",
     "gpu_names",
+    "index_bounds",
     "interleaved_order",
     "load_prep_tensors",
     "load_sidecars",

@@ -4,11 +4,11 @@ preprocessed set (read through :class:`reidctl.artifacts.PrepSet`)."""
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from reidctl.artifacts import PrepSet
+from reidctl.artifacts import ModelSidecar, PrepSet
 from reidctl.errors import FormatError, InputError, ShapeMismatchError
 from reidctl.specs import TensorSpec
 
@@ -39,11 +39,15 @@ def synthetic_feeds(
     batch_size: int,
     seed: int = 0,
     sidecar_inputs: Sequence[TensorSpec] = (),
+    index_bounds: Mapping[str, int] | None = None,
 ) -> tuple[dict[str, np.ndarray] | None, str | None]:
     """Seeded random inputs of each spec's shape and dtype: N(0, 1) for floats (what
-    normalised images look like), uniform 0..255 for uint8. Returns ``(feeds, skip_reason)``."""
+    normalised images look like), uniform 0..255 for uint8; an integer input named in
+    ``index_bounds`` (e.g. ``{"camera": 6}``) gets valid indices ``0..bound - 1``.
+    Returns ``(feeds, skip_reason)``."""
     rng = np.random.default_rng(seed)
     by_name = {s.name: s for s in sidecar_inputs}
+    bounds = index_bounds or {}
     feeds = {}
     for spec in specs:
         shape, skip = concrete_shape(spec, batch_size, by_name.get(spec.name))
@@ -52,6 +56,8 @@ def synthetic_feeds(
         dtype = np.dtype(spec.dtype)
         if dtype.kind == "f":
             feeds[spec.name] = rng.standard_normal(shape, dtype=np.float32).astype(dtype)
+        elif dtype.kind in "ui" and spec.name in bounds:
+            feeds[spec.name] = rng.integers(0, bounds[spec.name], size=shape).astype(dtype)
         elif dtype.kind in "ui":
             feeds[spec.name] = rng.integers(0, 256, size=shape).astype(dtype)
         else:
@@ -80,3 +86,11 @@ def data_feeds(
     if isinstance(d0, int) and d0 > 0 and d0 != batch_size:
         return None, f"static batch {d0}"
     return {specs[0].name: load_prep_tensors(prep_dir, batch_size)}, None
+
+
+def index_bounds(sidecar: ModelSidecar | None) -> dict[str, int]:
+    """``{"camera": num_cameras}`` for a camera-aware model's sidecar, else ``{}``."""
+    cam = sidecar.fields.get("camera") if sidecar is not None else None
+    if isinstance(cam, dict) and cam.get("input") and int(cam.get("num_cameras") or 0) > 0:
+        return {str(cam["input"]): int(cam["num_cameras"])}
+    return {}

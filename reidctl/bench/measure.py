@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from reidctl.artifacts import ModelSidecar, sidecar_path
-from reidctl.bench.feeds import data_feeds, synthetic_feeds
+from reidctl.bench.feeds import data_feeds, index_bounds, synthetic_feeds
 from reidctl.bench.machine import machine_info
 from reidctl.bench.result import BenchRecord, BenchResult, LatencyStats
 from reidctl.bench.settings import DEFAULT_MODEL, BenchSettings
@@ -173,7 +173,9 @@ def run_bench(
                         fd, skip = data_feeds(specs, bs, settings.data)
                     else:
                         known = side.inputs if side is not None else ()
-                        fd, skip = synthetic_feeds(specs, bs, settings.seed, known)
+                        fd, skip = synthetic_feeds(
+                            specs, bs, settings.seed, known, index_bounds(side)
+                        )
                     feeds.append(fd or {})
                     skips.append(skip)
                 live = [i for i, s in enumerate(skips) if s is None]

@@ -43,6 +43,43 @@ from reidctl.commands._options import force_option
     help="Load a legacy full-pickle checkpoint (can execute arbitrary code: trusted files only).",
 )
 @click.option("--no-simplify", is_flag=True, help="Skip onnxsim.")
+@click.option(
+    "--config",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The reference project's YAML config (TransReID, CLIP-ReID): SIE coefficient, JPM "
+    "settings, neck feature; facts the weights also fix must agree with them.",
+)
+@click.option("--sie-coe", type=float, help="SIE coefficient (MODEL.SIE_COE; default 3.0).")
+@click.option("--jpm-shift", type=int, help="TransReID JPM shift (MODEL.SHIFT_NUM; default 5).")
+@click.option(
+    "--jpm-groups", type=int, help="TransReID JPM shuffle groups (MODEL.SHUFFLE_GROUP; default 2)."
+)
+@click.option(
+    "--jpm-divide", type=int, help="TransReID JPM divide length (MODEL.DEVIDE_LENGTH; default 4)."
+)
+@click.option(
+    "--neck-feat",
+    type=click.Choice(["before", "after"]),
+    help="Feature before or after the BN neck (TEST.NECK_FEAT; default before).",
+)
+@click.option(
+    "--camera-agnostic",
+    is_flag=True,
+    help="Camera-aware models: export without the camera input (CLIP-ReID: no SIE, its own "
+    "path; TransReID: no SIE, or the row of --sie-camera).",
+)
+@click.option(
+    "--sie-camera",
+    type=int,
+    help="With --camera-agnostic: add this camera's SIE row (0-based) to every image.",
+)
+@click.option(
+    "--first-camera",
+    type=int,
+    default=1,
+    show_default=True,
+    help="Camera-aware models: the manifest camid of camera index 0 (index = camid - this).",
+)
 def export(
     model: str,
     weights: Path | None,
@@ -53,11 +90,22 @@ def export(
     force: bool,
     allow_pickle: bool,
     no_simplify: bool,
+    config: Path | None,
+    sie_coe: float | None,
+    jpm_shift: int | None,
+    jpm_groups: int | None,
+    jpm_divide: int | None,
+    neck_feat: str | None,
+    camera_agnostic: bool,
+    sie_camera: int | None,
+    first_camera: int,
 ) -> None:
     """Export MODEL (see `reidctl models`) to ONNX and validate it against PyTorch.
 
-    The graph has one input `image` [batch, 3, H, W] and the model's named outputs, with the
-    batch axis dynamic everywhere (unless --static-batch). After onnx.checker and onnxsim,
+    The graph has the input `image` [batch, 3, H, W] (camera-aware models, e.g. TransReID and
+    CLIP-ReID with SIE, also `camera` [batch] int64, the 0-based camera index) and the model's
+    named outputs, with the batch axis dynamic everywhere (unless --static-batch). After
+    onnx.checker and onnxsim,
     onnxruntime is run at batch 1, 3 and 32 and compared with PyTorch; the export fails
     (exit 1) if any output differs by more than the model's tolerance. Nothing is written
     on failure.
@@ -66,9 +114,23 @@ def export(
     Examples:
       reidctl export osnet_x0_25 --weights osnet_x0_25_market1501.pth -o osnet.onnx
       reidctl export aligned_reid --weights ckpt.pth -o aligned.onnx --static-batch 16
+      reidctl export transreid_vit_base --weights transformer_120.pth \\
+          --config vit_transreid_stride.yml -o transreid.onnx
+      reidctl export clipreid_vit_b16 --weights ViT-B-16_60.pth -o clipreid.onnx --camera-agnostic
     """
     from reidctl.convert.onnx import onnx_from_torch
 
+    given = {
+        "config": config,
+        "sie_coe": sie_coe,
+        "jpm_shift": jpm_shift,
+        "jpm_groups": jpm_groups,
+        "jpm_divide": jpm_divide,
+        "neck_feat": neck_feat,
+        "camera_agnostic": camera_agnostic or None,
+        "sie_camera": sie_camera,
+    }
+    options = {k: v for k, v in given.items() if v is not None}
     click.echo(f"exporting {model} -> {output}", err=True)
     with echo_warnings():
         sidecar = onnx_from_torch(
@@ -81,10 +143,26 @@ def export(
             force=force,
             allow_pickle=allow_pickle,
             simplify=not no_simplify,
+            options=options,
+            first_camera=first_camera,
         )
-    inp = sidecar["inputs"][0]
     click.echo(f"wrote {output} (sha256 {sidecar['model_sha256'][:12]}...) and {output}.json")
-    click.echo(f"  input   {inp['name']} {inp['shape']} {inp['dtype']}")
+    for inp in sidecar["inputs"]:
+        click.echo(f"  input   {inp['name']} {inp['shape']} {inp['dtype']}")
+    cam = sidecar.get("camera")
+    if cam and cam.get("input"):
+        click.echo(
+            f"  camera  {cam['num_cameras']} cameras, index = camid - {cam['first_camera']}, "
+            f"SIE coefficient {cam['sie_coefficient']:g}"
+        )
+    elif cam and cam.get("camera_agnostic"):
+        row = cam.get("sie_camera")
+        click.echo(
+            "  camera  agnostic: "
+            + ("no SIE added" if row is None else f"SIE row {row} added to every image")
+        )
+    for prefix, count in sidecar.get("ignored_weights", {}).items():
+        click.echo(f"  ignored {prefix} ({count} tensors, not used by the image network)")
     for o in sidecar["outputs"]:
         mark = "  <- feature" if o["name"] == sidecar["feature"] else ""
         click.echo(f"  output  {o['name']} {o['shape']}{mark}")

@@ -34,6 +34,11 @@ def models(as_json: bool) -> None:
         )
         click.echo(click.style(s.name, bold=True) + f"  {s.description}")
         click.echo(f"    input     image [N, 3, {p.height}, {p.width}] float32")
+        if s.camera_input is not None:
+            click.echo(
+                f"    input     camera [N] int64, 0-based SIE camera index "
+                f"({s.num_cameras} cameras at random init; the checkpoint decides)"
+            )
         note = "   (? = only when the checkpoint has it)" if s.optional_outputs else ""
         click.echo(f"    outputs   {outs}{note}")
         click.echo(

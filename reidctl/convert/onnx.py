@@ -3,13 +3,14 @@
 The steps, each failing with a typed error:
 
 1. build the registered model and load its weights (:func:`reidctl.models.loading.create_model`);
-2. export with the TorchScript exporter, input ``image`` and the spec's output names, axis 0
-   named ``batch`` and dynamic on the input and every output (or one fixed batch with
-   ``static_batch``), tracing with a batch of 2 so that batch-1 shapes are not folded into
-   constants;
+2. export with the TorchScript exporter, input ``image`` (and ``camera``, int64 ``[batch]``,
+   for a camera-aware model) and the spec's output names, axis 0 named ``batch`` and dynamic
+   on every input and output (or one fixed batch with ``static_batch``), tracing with a batch
+   of 2 so that batch-1 shapes are not folded into constants;
 3. ``onnx.checker`` (full check), then ``onnxsim``;
-4. validation: onnxruntime against PyTorch at batch 1, 3 and 32 (or the static batch): per
-   output, max abs difference relative to the output's max abs value, and row cosine;
+4. validation: onnxruntime against PyTorch at batch 1, 3 and 32 (or the static batch), fed
+   valid camera indices cycling over every camera: per output, max abs difference relative
+   to the output's max abs value, and row cosine;
 5. write ``model.onnx`` and the sidecar ``model.onnx.json`` atomically (nothing is left behind
    on failure; an existing output is replaced only with ``force``).
 """
@@ -20,6 +21,7 @@ import contextlib
 import io
 import os
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -72,7 +74,8 @@ def check_output_path(output: str | os.PathLike[str], force: bool) -> Path:
 
 
 def _wrap_for_export(module: Any, mean: tuple[float, ...], std: tuple[float, ...], fold: bool):
-    """Optionally fold /255 and mean/std into the graph (uint8 RGB NCHW input)."""
+    """Optionally fold /255 and mean/std into the graph (uint8 RGB NCHW input); a
+    camera-aware module (``takes_camera``) gets the second input ``camera``."""
     import torch
 
     class Exportable(torch.nn.Module):
@@ -83,11 +86,15 @@ def _wrap_for_export(module: Any, mean: tuple[float, ...], std: tuple[float, ...
             self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1) * 255.0)
             self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1) * 255.0)
 
-        def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        def forward(
+            self, image: torch.Tensor, camera: torch.Tensor | None = None
+        ) -> tuple[torch.Tensor, ...]:
             if self.fold:
                 # (x/255 - m)/s == (x - 255 m)/(255 s): one subtract, one divide
                 image = (image.float() - self.mean) / self.std
-            return tuple(self.inner(image))
+            if camera is None:
+                return tuple(self.inner(image))
+            return tuple(self.inner(image, camera))
 
     return Exportable().eval()
 
@@ -115,8 +122,13 @@ def validate_onnx(
     batches: tuple[int, ...],
     tolerance: float,
     seed: int = 0,
+    num_cameras: int = 0,
 ) -> list[OutputCheck]:
     """Run the ONNX file with onnxruntime and the module with PyTorch on the same seeded input.
+
+    With ``num_cameras`` > 0 the second input ``camera`` gets valid 0-based indices, every
+    camera in turn from a seeded start, so that batches of ``num_cameras`` or more rows
+    exercise every SIE row.
 
     Raises :class:`ValidationError` naming the output, batch and difference when
     ``max|onnx - torch| / max|torch|`` exceeds ``tolerance``.
@@ -127,21 +139,29 @@ def validate_onnx(
     from reidctl.runners.comparator import compare, run_all
 
     def run_torch(feeds: Any) -> dict[str, np.ndarray]:
+        args = [torch.from_numpy(v) for v in feeds.values()]
         with torch.inference_mode():
-            outs = torch_module(torch.from_numpy(next(iter(feeds.values()))))
+            outs = torch_module(*args)
         return {n: t.numpy() for n, t in zip(output_names, outs, strict=True)}
 
     rng = np.random.default_rng(seed)
     checks: list[OutputCheck] = []
     with get_runner("ort")(str(onnx_path)) as ort_runner:
-        input_name = ort_runner.input_specs()[0].name
+        specs = ort_runner.input_specs()
+        input_name = specs[0].name
+        camera_name = specs[1].name if num_cameras > 0 else None
         for batch in batches:
             shape = (batch, *input_shape)
             if input_dtype == "uint8":
                 x = rng.integers(0, 256, size=shape, dtype=np.uint8)
             else:
                 x = rng.standard_normal(shape, dtype=np.float32)
-            results = run_all({"PyTorch": run_torch, "ONNX": ort_runner}, {input_name: x})
+            feeds = {input_name: x}
+            if camera_name is not None:
+                feeds[camera_name] = camera_indices(
+                    batch, num_cameras, int(rng.integers(num_cameras))
+                )
+            results = run_all({"PyTorch": run_torch, "ONNX": ort_runner}, feeds)
             try:
                 comparison = compare(results, rtol=tolerance)
             except ShapeMismatchError as e:
@@ -152,6 +172,12 @@ def validate_onnx(
             for name, reasons in comparison.failed.items():
                 raise ValidationError(f"output {name!r} at batch {batch}: {'; '.join(reasons)}")
     return checks
+
+
+def camera_indices(batch: int, num_cameras: int, start: int = 0) -> np.ndarray:
+    """``batch`` valid camera indices (int64), cycling ``start, start + 1, ...`` modulo
+    ``num_cameras``."""
+    return ((np.arange(batch) + start) % num_cameras).astype(np.int64)
 
 
 def onnx_from_torch(
@@ -166,8 +192,15 @@ def onnx_from_torch(
     allow_pickle: bool = False,
     validate_batches: tuple[int, ...] = VALIDATION_BATCHES,
     simplify: bool = True,
+    options: Mapping[str, Any] | None = None,
+    first_camera: int = 1,
 ) -> dict[str, Any]:
     """Export registered ``model`` to ``output`` (``.onnx``), validate it, write the sidecar.
+
+    ``options`` go to the module's ``configure`` (e.g. ``config``, ``sie_coe``,
+    ``camera_agnostic``, ``sie_camera``; see :mod:`reidctl.models.camera`); a model without
+    ``configure`` refuses any. ``first_camera`` is the ``camid`` of camera index 0 (1 for
+    Market-1501 and MSMT17 names), recorded in the sidecar of a camera-aware model.
 
     Returns the sidecar dictionary (also written to ``<output>.json``, see docs/formats.md).
     """
@@ -185,8 +218,24 @@ def onnx_from_torch(
     output = check_output_path(output, force)
 
     loaded = create_model(model, weights=weights, allow_pickle=allow_pickle)
+    module = loaded.module
+    settings: dict[str, Any] | None = None
+    if hasattr(module, "configure"):
+        import inspect
+
+        accepted = inspect.signature(module.configure).parameters
+        for key in options or {}:
+            if key not in accepted:
+                flag = "--" + key.replace("_", "-")
+                raise InputError(f"{model} does not take {flag}")
+        settings = module.configure(**dict(options or {}))
+    elif options:
+        flags = ", ".join("--" + k.replace("_", "-") for k in sorted(options))
+        raise InputError(f"{model} takes no model options (got {flags})")
+    takes_camera = bool(getattr(module, "takes_camera", False))
+    num_cameras = int(getattr(module, "num_cameras", 0))
     pre = spec.preprocess
-    wrapped = _wrap_for_export(loaded.module, pre.mean, pre.std, fold_normalize)
+    wrapped = _wrap_for_export(module, pre.mean, pre.std, fold_normalize)
     out_names = list(loaded.output_names)
     in_dtype = "uint8" if fold_normalize else "float32"
     trace_batch = static_batch or TRACE_BATCH
@@ -195,18 +244,23 @@ def onnx_from_torch(
         if fold_normalize
         else torch.randn(trace_batch, 3, pre.height, pre.width)
     )
+    in_names = ["image"]
+    args: tuple[Any, ...] = (example,)
+    if takes_camera:
+        in_names.append("camera")
+        args = (example, torch.from_numpy(camera_indices(trace_batch, num_cameras)))
     dynamic_axes = None
     if static_batch is None:
-        dynamic_axes = {n: {0: "batch"} for n in ["image", *out_names]}
+        dynamic_axes = {n: {0: "batch"} for n in [*in_names, *out_names]}
 
     with atomic_path(output) as tmp:
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
             torch.onnx.export(
                 wrapped,
-                (example,),
+                args,
                 str(tmp),
-                input_names=["image"],
+                input_names=in_names,
                 output_names=out_names,
                 dynamic_axes=dynamic_axes,
                 opset_version=opset,
@@ -222,7 +276,7 @@ def onnx_from_torch(
             if not ok:
                 raise ValidationError(f"onnxsim could not validate the simplified {model} graph")
             proto = simplified
-        _set_batch_dim(proto, ["image", *out_names], static_batch)
+        _set_batch_dim(proto, [*in_names, *out_names], static_batch)
         onnx.checker.check_model(proto, full_check=True)
         onnx.save(proto, str(tmp))
 
@@ -235,13 +289,16 @@ def onnx_from_torch(
             in_dtype,
             batches,
             spec.tolerance,
+            num_cameras=num_cameras if takes_camera else 0,
         )
         model_sha = sha256_file(tmp)
         batch_dim: int | str = static_batch if static_batch else "batch"
         out_specs = {o.name: o for o in spec.outputs}
+        # families whose output size follows the checkpoint report it themselves
+        own_shapes = getattr(module, "output_shapes", {})
         outputs = []
         for name in out_names:
-            shape = [batch_dim, *list(out_specs[name].shape[1:])]
+            shape = [batch_dim, *list(own_shapes.get(name, out_specs[name].shape[1:]))]
             if name == "logits" and loaded.num_classes:
                 shape = [batch_dim, loaded.num_classes]
             outputs.append({"name": name, "shape": shape, "dtype": "float32"})
@@ -253,7 +310,10 @@ def onnx_from_torch(
             "preprocess": preprocess,
             "inputs": [
                 {"name": "image", "shape": [batch_dim, 3, pre.height, pre.width], "dtype": in_dtype}
-            ],
+            ]
+            + (
+                [{"name": "camera", "shape": [batch_dim], "dtype": "int64"}] if takes_camera else []
+            ),
             "outputs": outputs,
             "feature": spec.feature,
             "l2_normalize": spec.l2_normalize,
@@ -267,6 +327,15 @@ def onnx_from_torch(
             "model_file": output.name,
             "model_sha256": model_sha,
         }
+        if settings is not None:
+            sidecar["model_settings"] = settings
+        if hasattr(module, "camera_settings"):
+            camera = module.camera_settings()
+            if takes_camera:
+                camera["first_camera"] = first_camera
+            sidecar["camera"] = camera
+        if getattr(module, "ignored_keys", None):
+            sidecar["ignored_weights"] = dict(module.ignored_keys)
         # the sidecar goes down first: if it fails, the .onnx rename never happens
         write_sidecar(output, sidecar)
     return sidecar

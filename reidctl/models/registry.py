@@ -28,6 +28,12 @@ class ModelSpec:
     a classifier). ``builder`` is ``"package.module:function"``; the function is called as
     ``fn(name, num_classes)`` and returns an ``nn.Module`` with an ``output_names`` attribute.
     ``tolerance`` bounds the export check: max |onnx - torch| / max |torch| per output.
+
+    ``num_cameras`` > 0 marks a camera-aware model (side information embedding, SIE): its
+    module takes a second input ``camera`` (int64 ``[batch]``, the 0-based camera index as
+    the training code indexes its SIE table). The value is the camera count of the
+    randomly initialised model; with a checkpoint, the checkpoint's SIE table decides (a
+    checkpoint trained without SIE gives a one-input model).
     """
 
     name: str
@@ -40,14 +46,27 @@ class ModelSpec:
     optional_outputs: tuple[str, ...] = ()
     tolerance: float = 1e-4
     reference: str = ""
+    num_cameras: int = 0
 
     @property
     def input(self) -> TensorSpec:
+        """The image input ``[batch, 3, H, W]`` float32."""
         p = self.preprocess
         return TensorSpec("image", ("batch", 3, p.height, p.width), "float32")
 
+    @property
+    def camera_input(self) -> TensorSpec | None:
+        """The camera input ``[batch]`` int64 of a camera-aware model, else ``None``."""
+        return CAMERA_INPUT if self.num_cameras > 0 else None
+
+    @property
+    def inputs(self) -> tuple[TensorSpec, ...]:
+        """Every input in graph order: ``image``, then ``camera`` for camera-aware models."""
+        cam = self.camera_input
+        return (self.input,) if cam is None else (self.input, cam)
+
     def to_dict(self) -> dict[str, Any]:
-        return {
+        d: dict[str, Any] = {
             "name": self.name,
             "description": self.description,
             "input": self.input.to_dict(),
@@ -59,7 +78,14 @@ class ModelSpec:
             "tolerance": self.tolerance,
             "reference": self.reference,
         }
+        if self.num_cameras > 0:
+            d["inputs"] = [t.to_dict() for t in self.inputs]
+            d["num_cameras"] = self.num_cameras
+        return d
 
+
+#: the second input of camera-aware models: 0-based camera index per image
+CAMERA_INPUT = TensorSpec("camera", ("batch",), "int64")
 
 _REGISTRY: dict[str, ModelSpec] = {}
 
@@ -153,5 +179,93 @@ register_model(
         feature="feature",
         l2_normalize=True,
         tolerance=1e-4,
+    )
+)
+
+# ------------------------------------------------------- transformer ReID (camera input)
+
+_HALF = PreprocessSpec(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+_TRANSREID = "damo-cv/TransReID"
+register_model(
+    ModelSpec(
+        name="transreid_vit_base",
+        description=(
+            "TransReID ViT-B/16: SIE camera embedding, JPM (feature cat(global, 4 local/4), "
+            "3840-d; 768-d without JPM); stride 16 or 12 and cameras follow the checkpoint"
+        ),
+        builder="reidctl.models.transreid:build",
+        outputs=(_feat("feature", 3840),),
+        feature="feature",
+        l2_normalize=True,
+        preprocess=_HALF,
+        tolerance=1e-4,
+        reference=_TRANSREID,
+        num_cameras=6,
+    )
+)
+register_model(
+    ModelSpec(
+        name="transreid_vit_small",
+        description=(
+            "TransReID ViT-S (timm's original: 768 wide, 8 blocks), 768-d class token; "
+            "SIE, JPM and stride follow the checkpoint"
+        ),
+        builder="reidctl.models.transreid:build",
+        outputs=(_feat("feature", 768),),
+        feature="feature",
+        l2_normalize=True,
+        preprocess=_HALF,
+        tolerance=1e-4,
+        reference=_TRANSREID,
+    )
+)
+register_model(
+    ModelSpec(
+        name="transreid_deit_small",
+        description=(
+            "TransReID DeiT-S (384 wide, 12 blocks), 384-d class token; SIE and stride "
+            "follow the checkpoint"
+        ),
+        builder="reidctl.models.transreid:build",
+        outputs=(_feat("feature", 384),),
+        feature="feature",
+        l2_normalize=True,
+        preprocess=_HALF,
+        tolerance=1e-4,
+        reference=_TRANSREID,
+    )
+)
+_CLIPREID = "Syliz517/CLIP-ReID"
+register_model(
+    ModelSpec(
+        name="clipreid_vit_b16",
+        description=(
+            "CLIP-ReID ViT-B/16 image encoder (QuickGELU, 16x8 position grid), SIE on the "
+            "class token; feature cat(class token 768, projection 512)"
+        ),
+        builder="reidctl.models.clipreid:build",
+        outputs=(_feat("feature", 1280),),
+        feature="feature",
+        l2_normalize=True,
+        preprocess=_HALF,  # configs/person/vit_clipreid.yml
+        tolerance=1e-4,
+        reference=_CLIPREID,
+        num_cameras=6,
+    )
+)
+register_model(
+    ModelSpec(
+        name="clipreid_rn50",
+        description=(
+            "CLIP-ReID RN50 image encoder (CLIP's modified ResNet-50, layer 4 stride 1); "
+            "feature cat(average pool 2048, attention pool 1024)"
+        ),
+        builder="reidctl.models.clipreid:build",
+        outputs=(_feat("feature", 3072),),
+        feature="feature",
+        l2_normalize=True,
+        preprocess=PreprocessSpec(),  # configs/person/cnn_clipreid.yml: ImageNet mean/std
+        tolerance=1e-4,
+        reference=_CLIPREID,
     )
 )

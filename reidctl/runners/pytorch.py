@@ -28,7 +28,9 @@ class TorchRunner(Runner):
     outputs returned as float32; CUDA only), ``channels_last`` (NHWC memory format),
     ``allow_pickle`` (load a legacy full-pickle checkpoint; runs code from the file).
     When the sidecar says ``normalize_in_graph``, the inputs are uint8 and this runner
-    scales and normalises them as the exported graph does.
+    scales and normalises them as the exported graph does. A camera-aware model (TransReID,
+    CLIP-ReID with SIE) takes the second input ``camera`` (int64 ``[batch]``), and the
+    sidecar's export settings (SIE coefficient, camera-agnostic mode, JPM) are applied.
     """
 
     name = "torch"
@@ -42,8 +44,10 @@ class TorchRunner(Runner):
         weights = self.options.get("weights")
         pre = None
         side = sidecar_path(self.model_file)
+        self._sidecar: dict[str, Any] = {}
         if side.is_file():
             facts = ModelSidecar.load(self.model_file)
+            self._sidecar = facts.to_dict()
             model = model or facts.model
             if weights is None and facts.weights is not None:
                 weights = facts.weights.get("path")
@@ -80,6 +84,15 @@ class TorchRunner(Runner):
         if self.fp16 and device == "cpu":
             raise InputError("--fp16 needs --device cuda (half precision is slow and lossy on CPU)")
         loaded = create_model(model, weights, allow_pickle=bool(self.options.get("allow_pickle")))
+        if hasattr(loaded.module, "configure"):
+            import inspect
+
+            from reidctl.models.camera import options_from_sidecar
+
+            accepted = inspect.signature(loaded.module.configure).parameters
+            opts = options_from_sidecar(self._sidecar)
+            loaded.module.configure(**{k: v for k, v in opts.items() if k in accepted})
+        self.takes_camera = bool(getattr(loaded.module, "takes_camera", False))
         self.torch = torch
         self.device = torch.device(device)
         self.dtype = torch.float16 if self.fp16 else torch.float32
@@ -92,6 +105,10 @@ class TorchRunner(Runner):
         p = self.preprocess
         in_dtype = "uint8" if p.normalize_in_graph else "float32"
         self._inputs = (TensorSpec("image", ("batch", 3, p.height, p.width), in_dtype),)
+        if self.takes_camera:
+            from reidctl.models.registry import CAMERA_INPUT
+
+            self._inputs += (CAMERA_INPUT,)
         shape = (1, 3, 1, 1)
         self._mean = torch.tensor(p.mean, device=self.device).view(shape) * 255.0
         self._std = torch.tensor(p.std, device=self.device).view(shape) * 255.0
@@ -107,8 +124,12 @@ class TorchRunner(Runner):
 
     def infer_impl(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         x = self._to_input(feeds["image"])
+        args = [x]
+        if self.takes_camera:
+            cam = np.ascontiguousarray(feeds["camera"], dtype=np.int64)
+            args.append(self.torch.from_numpy(cam).to(self.device))
         with self.torch.inference_mode():
-            out = self.module(x)
+            out = self.module(*args)
         outs = out if isinstance(out, tuple | list) else (out,)
         return {n: o.float().cpu().numpy() for n, o in zip(self.output_names, outs, strict=True)}
 

@@ -117,6 +117,33 @@ def test_synthetic_feeds_are_seeded_and_shaped() -> None:
     assert u8["image"].dtype == np.uint8 and u8["image"].max() > 100
 
 
+def test_camera_input_gets_valid_indices_from_the_sidecar() -> None:
+    from reidctl.artifacts import ModelSidecar
+    from reidctl.specs import PreprocessSpec
+
+    specs = (TensorSpec("image", ("batch", 3, 8, 4)), TensorSpec("camera", ("batch",), "int64"))
+    side = ModelSidecar.from_dict(
+        {
+            "model": "m",
+            "preprocess": PreprocessSpec(height=8, width=4).to_dict(),
+            "inputs": [s.to_dict() for s in specs],
+            "outputs": [{"name": "feature", "shape": ["batch", 4], "dtype": "float32"}],
+            "feature": "feature",
+            "l2_normalize": True,
+            "camera": {"input": "camera", "num_cameras": 3, "index": "camid - first_camera"},
+        }
+    )
+    bounds = engine.index_bounds(side)
+    assert bounds == {"camera": 3}
+    feeds, _ = engine.synthetic_feeds(specs, 64, seed=0, index_bounds=bounds)
+    cam = feeds["camera"]
+    assert cam.dtype == np.int64 and cam.shape == (64,)
+    assert set(cam.tolist()) == {0, 1, 2}  # every camera, none out of range
+    # without camera facts an integer input keeps the 0..255 fill
+    assert engine.index_bounds(side.with_fields(drop=("camera",))) == {}
+    assert engine.index_bounds(None) == {}
+
+
 def test_static_batch_is_skipped_and_dynamic_axes_come_from_sidecar() -> None:
     feeds, skip = engine.synthetic_feeds((TensorSpec("image", (8, 3, 8, 4)),), 4)
     assert feeds is None and skip == "static batch 8"

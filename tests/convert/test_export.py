@@ -43,8 +43,13 @@ def test_every_registered_model_exports_with_dynamic_batch(name: str, tmp_path: 
     names = [o.name for o in proto.graph.output]
     required = [o.name for o in spec.outputs if o.name not in spec.optional_outputs]
     assert names == required  # random init: no classifier, so no optional outputs
-    assert [i.name for i in proto.graph.input] == ["image"]
-    assert _axis0(proto.graph.input[0]) == "batch"
+    assert [i.name for i in proto.graph.input] == [i.name for i in spec.inputs]
+    assert [i["name"] for i in sidecar["inputs"]] == [i.name for i in spec.inputs]
+    assert all(_axis0(i) == "batch" for i in proto.graph.input)
+    if spec.camera_input is not None:
+        assert proto.graph.input[1].type.tensor_type.elem_type == onnx.TensorProto.INT64
+        assert sidecar["camera"]["num_cameras"] == spec.num_cameras
+        assert sidecar["camera"]["index"] == "camid - first_camera"
     assert all(_axis0(o) == "batch" for o in proto.graph.output)
     assert sidecar["feature"] == spec.feature
     assert {r["batch"] for r in sidecar["validation"]["results"]} == {1, 3}

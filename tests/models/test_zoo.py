@@ -44,8 +44,14 @@ def _check_against_spec(name: str, num_classes: int | None, run: bool) -> None:
     if not run:
         return
     x = torch.randn(2, *spec.input.shape[1:], generator=torch.Generator().manual_seed(1))
+    args = [x]
+    if spec.camera_input is not None:  # camera-aware: the random model has the spec's cameras
+        assert loaded.module.takes_camera and loaded.module.num_cameras == spec.num_cameras
+        args.append(torch.tensor([0, spec.num_cameras - 1]))
+    else:
+        assert not getattr(loaded.module, "takes_camera", False)
     with torch.no_grad():
-        outs = loaded.module(x)
+        outs = loaded.module(*args)
     assert isinstance(outs, tuple) and len(outs) == len(expected)
     by_name = {o.name: o for o in spec.outputs}
     for out_name, tensor in zip(loaded.output_names, outs, strict=True):
