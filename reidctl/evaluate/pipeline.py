@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -189,16 +189,20 @@ def evaluate_dir(
     output_index: int | None = None,
     dim: int | None = None,
     progress: bool = False,
+    **dump_options: Any,
 ) -> Evaluation:
-    """``reidctl eval``: a result directory, or with ``prep`` a vendor dump directory (its
-    files ``<stem>_<output_index>.bin|txt``, ``dim`` values per raw file) with the labels of
-    the preprocessed set ``prep``. The evaluation keeps the loaded data and row indices."""
+    """``reidctl eval``: a result directory, or with ``prep`` a vendor dump directory with
+    the labels of the preprocessed set ``prep`` (:func:`reidctl.evaluate.results.load_dump`:
+    ``output_index`` or ``output`` with ``model``, ``dim``, ``dtype``, ``local_index``,
+    ``local_shape``). The evaluation keeps the loaded data and row indices."""
     from reidctl.evaluate.results import evaluate_dump, evaluate_results
 
     if prep is not None:
-        if output_index is None:
-            raise InputError("a vendor dump needs --output-index K (the K in <stem>_<K>.bin)")
-        return evaluate_dump(path, prep, output_index, dim, settings, progress)
-    if output_index is not None or dim is not None:
-        raise InputError("--output-index and --dim apply to vendor dumps: add --prep PREP")
+        return evaluate_dump(path, prep, output_index, dim, settings, progress, **dump_options)
+    given = [k for k, v in dump_options.items() if v not in (None, "float32")]
+    if output_index is not None or dim is not None or given:
+        raise InputError(
+            "--output-index, --output, --model, --dim, --dump-dtype, --local-index and "
+            "--local-shape apply to vendor dumps: add --prep PREP"
+        )
     return evaluate_results(path, settings, progress)
