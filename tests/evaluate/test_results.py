@@ -175,7 +175,9 @@ def test_vendor_dump_equals_result_dir(small_set, dirs, tmp_path, kind, capsys):
         evaluate_dump(dump, dirs["prep"], 2, dim=3)
     # a missing file is an error naming it, never a zero vector
     (dump / f"{e[7].stem}_2.{kind}").unlink()
-    with pytest.raises(FormatError, match=f"1 of 140 dump files of output 2 missing .*{e[7].stem}_2"):
+    with pytest.raises(
+        FormatError, match=f"1 of 140 dump files of output 2 missing .*{e[7].stem}_2"
+    ):
         evaluate_dump(dump, dirs["prep"], 2, dim=16)
     assert main(cmd) == 2
     assert e[7].stem in capsys.readouterr().err
