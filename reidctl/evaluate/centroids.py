@@ -14,8 +14,8 @@ As the reference code does it (mikwieczorek/centroids-reid ``modelling/bases.py`
   once). A query drops the centroids of its own identity whose camera set holds the
   query's camera; every other centroid stays. Identities without a query get no centroid.
 
-Junk (pid -1) never enters a centroid: the reference's dataset readers drop junk images
-when they load Market-1501 and DukeMTMC-reID, so its centroid code never sees them.
+Junk (pid -1) never enters a centroid: the reference's Market-1501 reader drops junk images
+when it loads the data, so its centroid code never sees them.
 """
 
 from __future__ import annotations
