@@ -15,7 +15,8 @@ from reidctl.commands._options import json_path_option
 @click.option(
     "--prep",
     type=click.Path(path_type=Path),
-    help="Preprocessed set whose labels a vendor dump RESULTS belongs to (needs --output-index).",
+    help="Preprocessed set whose labels a vendor dump RESULTS belongs to (with "
+    "--output-index K or --model).",
 )
 @click.option(
     "--output-index",
@@ -96,8 +97,17 @@ from reidctl.commands._options import json_path_option
     type=float,
     help="Use global + W * local distance (default with --local: the local distance alone).",
 )
-@click.option("--centroids", is_flag=True, help="Gallery identities as mean embeddings.")
-@click.option("--per-camera", is_flag=True, help="With --centroids: per query, other cameras only.")
+@click.option(
+    "--centroids",
+    is_flag=True,
+    help="Centroids-ReID: each gallery identity as the mean of its raw embeddings.",
+)
+@click.option(
+    "--per-camera",
+    is_flag=True,
+    help="With --centroids: one centroid per query camera of the identity, from its other "
+    "cameras (the reference's camera-respecting protocol).",
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the cuhk03 draws.")
 @click.option(
     "--index",
