@@ -142,9 +142,7 @@ class ResultDir:
         if not (d / RUN_NAME).is_file():
             dumps = any(p.suffix in (".bin", ".txt") for p in d.iterdir())
             hint = (
-                "; for a vendor dump directory pass --prep PREP --output-index K (and --dim D)"
-                if dumps
-                else ""
+                "; for a vendor dump directory pass --prep PREP --output-index K" if dumps else ""
             )
             raise FormatError(
                 f"{d / RUN_NAME} not found: {d} is not a complete result directory (the run is "

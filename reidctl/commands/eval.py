@@ -15,12 +15,39 @@ from reidctl.commands._options import json_path_option
 @click.option(
     "--prep",
     type=click.Path(path_type=Path),
-    help="Preprocessed set whose labels a vendor dump RESULTS belongs to (needs --output-index).",
+    help="Preprocessed set whose labels a vendor dump RESULTS belongs to (with "
+    "--output-index K or --model).",
 )
 @click.option(
-    "--output-index", type=int, help="K of the dump files <stem>_<K>.bin|txt (with --prep)."
+    "--output-index",
+    type=int,
+    help="K of the dump files <stem>_<K>.bin|txt|npy holding the global feature (with --prep).",
 )
-@click.option("--dim", type=int, help="Values per raw .bin dump file (e.g. 2048).")
+@click.option(
+    "--model",
+    "model_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="With --prep: the model whose sidecar numbers the dump's outputs (prints which K "
+    "holds which output; allows --output NAME).",
+)
+@click.option("--output", "output_name", help="With --prep --model: the dump output by name.")
+@click.option(
+    "--dump-dtype",
+    type=click.Choice(["float32", "float16"]),
+    default="float32",
+    show_default=True,
+    help="Value type of raw .bin dump files.",
+)
+@click.option(
+    "--dim", type=int, help="With --prep: check that every dump file holds D values (optional)."
+)
+@click.option("--local-index", type=int, help="With --prep --local: K of the stripe output.")
+@click.option(
+    "--local-shape",
+    metavar="SxD",
+    help="With --prep --local: stripes x dims of the stripe output, e.g. 8x128 (default: "
+    "from --model's sidecar).",
+)
 @click.option("--feature", help="Output to evaluate (default: model.json's retrieval feature).")
 @click.option(
     "--normalize/--no-normalize",
@@ -70,8 +97,17 @@ from reidctl.commands._options import json_path_option
     type=float,
     help="Use global + W * local distance (default with --local: the local distance alone).",
 )
-@click.option("--centroids", is_flag=True, help="Gallery identities as mean embeddings.")
-@click.option("--per-camera", is_flag=True, help="With --centroids: per query, other cameras only.")
+@click.option(
+    "--centroids",
+    is_flag=True,
+    help="Centroids-ReID: each gallery identity as the mean of its raw embeddings.",
+)
+@click.option(
+    "--per-camera",
+    is_flag=True,
+    help="With --centroids: one centroid per query camera of the identity, from its other "
+    "cameras (the reference's camera-respecting protocol).",
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the cuhk03 draws.")
 @click.option(
     "--index",
@@ -112,7 +148,12 @@ def eval_cmd(
     results: Path,
     prep: Path | None,
     output_index: int | None,
+    model_file: Path | None,
+    output_name: str | None,
+    dump_dtype: str,
     dim: int | None,
+    local_index: int | None,
+    local_shape: str | None,
     index_path: Path | None,
     k: int | None,
     exact_check: bool,
@@ -142,7 +183,8 @@ def eval_cmd(
       reidctl eval results/ --local --local-weight 1 --rerank   # AlignedReID global+local
       reidctl eval results/ --centroids --per-camera
       reidctl eval results/ --visualize 8 top10.png
-      reidctl eval dumpOutput_device0/ --prep prep/ --output-index 2 --dim 2048
+      reidctl eval result/dumpOutput_device0/ --prep prep/ --output-index 1
+      reidctl eval ais_out/ --prep prep/ --model aligned.om --local --local-weight 1
       reidctl eval results/ --index gallery.index -k 100 --exact-check --json metrics.json
     """
     from reidctl.errors import InputError
@@ -161,6 +203,8 @@ def eval_cmd(
     n_vis, vis_path = visualize
     if vis_path is not None and (n_vis is None or n_vis < 1):
         raise InputError(f"--visualize needs a positive number of queries, got {n_vis}")
+    from reidctl.evaluate.dumps import parse_shape
+
     ev = evaluate_dir(
         results,
         EvalSettings(**settings),
@@ -168,7 +212,15 @@ def eval_cmd(
         output_index=output_index,
         dim=dim,
         progress=True,
+        output=output_name,
+        model=model_file,
+        dtype=dump_dtype,
+        local_index=local_index,
+        local_shape=parse_shape(local_shape) if local_shape else None,
     )
+    if ev.data is not None and ev.data.dump is not None:
+        for line in ev.data.dump.lines():
+            click.echo(line)
     click.echo(format_table(ev.metrics))
     if json_path is not None:
         ev.metrics.save(json_path)

@@ -3,12 +3,13 @@
 ::
 
     features  --prepare_features-->  checked, L2-normalised query / gallery features
-              --aggregate_centroids-->  gallery identities as mean embeddings (optional)
+              --aggregate_centroids-->  gallery identities as mean embeddings (optional;
+                                        averaged raw, normalised afterwards)
               --distance_matrix-->  global, local, global + weight * local, re-ranked
               --evaluate_rank-->  CMC / mAP / mINP  (:class:`Evaluation`)
 
-Per-camera centroids (:func:`evaluate_per_camera_centroids`) build one centroid gallery per
-query camera, so they evaluate query group by query group and merge the results.
+Per-camera centroids carry the set of cameras they were built from, which
+:func:`evaluate_rank` uses in place of one camera per gallery item.
 :func:`evaluate_dir` is the one entry point of ``reidctl eval`` for a result directory or a
 vendor dump. The settings (:class:`reidctl.evaluate.results.EvalSettings`) are validated
 when they are built; no step re-checks their combinations.
@@ -18,15 +19,19 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from reidctl.errors import BadDataError, InputError
-from reidctl.evaluate.centroids import build_centroids
+from reidctl.errors import InputError
+from reidctl.evaluate.centroids import (
+    CentroidGallery,
+    build_camera_centroids,
+    build_centroids,
+)
 from reidctl.evaluate.distance import check_finite, compute_distance, l2_normalize
 from reidctl.evaluate.local import local_distance
-from reidctl.evaluate.rank import RankResult, evaluate_rank
+from reidctl.evaluate.rank import evaluate_rank
 from reidctl.evaluate.rerank import re_ranking
 
 if TYPE_CHECKING:
@@ -97,11 +102,19 @@ def prepare_features(
     )
 
 
-def aggregate_centroids(f: Features, normalize: bool) -> tuple[Features, list[np.ndarray]]:
-    """The gallery replaced by one mean embedding per (identity, camera) group; returns the
-    new features and the gallery rows behind each centroid."""
-    cg = build_centroids(f.g, f.g_pids, f.g_camids, normalize=normalize)
-    return replace(f, g=cg.feat, g_pids=cg.pids, g_camids=cg.camids), cg.members
+def aggregate_centroids(
+    f: Features, normalize: bool, per_camera: bool = False
+) -> tuple[Features, CentroidGallery]:
+    """The gallery replaced by Centroids-ReID centroids (:mod:`reidctl.evaluate.centroids`)
+    of the *raw* gallery features ``f.g``; with ``normalize`` the queries and the centroids
+    are L2-normalised afterwards, as the reference code does. Returns the new features and
+    the centroid gallery (its members and, with ``per_camera``, its camera sets)."""
+    if per_camera:
+        cg = build_camera_centroids(f.g, f.g_pids, f.g_camids, f.q_pids, f.q_camids, normalize)
+    else:
+        cg = build_centroids(f.g, f.g_pids, f.g_camids, normalize)
+    q = l2_normalize(f.q) if normalize else f.q
+    return replace(f, q=q, g=cg.feat, g_pids=cg.pids, g_camids=cg.camids), cg
 
 
 def distance_matrix(f: Features, settings: EvalSettings, progress: bool = False) -> np.ndarray:
@@ -130,47 +143,6 @@ def distance_matrix(f: Features, settings: EvalSettings, progress: bool = False)
     return compute_distance(f.q, f.g, settings.distance)
 
 
-def merge_rank_results(
-    parts: list[tuple[np.ndarray, RankResult]], nq: int, max_rank: int
-) -> RankResult:
-    """One :class:`RankResult` over ``nq`` queries from results of disjoint query groups
-    (``(query indices, result)`` pairs)."""
-    ap = np.full(nq, np.nan)
-    inp = np.full(nq, np.nan)
-    first = np.zeros(nq, np.int64)
-    for idx, r in parts:
-        ap[idx], inp[idx], first[idx] = r.ap, r.inp, r.first_rank
-    valid = first > 0
-    n = int(valid.sum())
-    hist = np.bincount(np.minimum(first[valid], max_rank + 1), minlength=max_rank + 2)
-    cmc = np.cumsum(hist[1 : max_rank + 1]) / max(n, 1)
-    if n == 0:
-        raise BadDataError(f"none of the {nq} queries has a valid match in the gallery")
-    return RankResult(cmc, float(np.nanmean(ap)), float(np.nanmean(inp)), nq, n, ap, inp, first)
-
-
-def evaluate_per_camera_centroids(f: Features, settings: EvalSettings) -> Evaluation:
-    """Per query camera: centroids of the gallery rows from the other cameras, ranked."""
-    from reidctl.evaluate.results import Evaluation, Metrics
-
-    parts = []
-    for cam in np.unique(f.q_camids):
-        qi = np.flatnonzero(f.q_camids == cam)
-        cg = build_centroids(
-            f.g, f.g_pids, f.g_camids, exclude_camid=int(cam), normalize=bool(settings.normalize)
-        )
-        d = compute_distance(f.q[qi], cg.feat, settings.distance)
-        r = evaluate_rank(
-            d, f.q_pids[qi], cg.pids, f.q_camids[qi], cg.camids, settings.max_rank, settings.ap,
-            allow_no_valid=True,
-        )  # fmt: skip
-        parts.append((qi, r))
-    result = merge_rank_results(parts, len(f.q_pids), settings.max_rank)
-    n_entries = len(build_centroids(f.g, f.g_pids, f.g_camids).pids)
-    metrics = Metrics.from_rank(result, n_entries, settings.describe())
-    return Evaluation(metrics, result, None, f.g_pids, f.g_camids, None)
-
-
 def evaluate_features_detailed(
     q_feat: np.ndarray | None,
     g_feat: np.ndarray | None,
@@ -189,16 +161,21 @@ def evaluate_features_detailed(
 
     s = settings or EvalSettings()
     s = replace(s, normalize=True if s.normalize is None else s.normalize)
-    f = prepare_features(q_feat, g_feat, q_pids, g_pids, q_camids, g_camids, s, q_local, g_local)
-    if s.centroids and s.per_camera:
-        return evaluate_per_camera_centroids(f, s)
-    members = None
+    members = camsets = None
     if s.centroids:
-        f, members = aggregate_centroids(f, bool(s.normalize))
+        # centroids average the raw features; normalisation comes after (reference code)
+        raw = replace(s, normalize=False)
+        f = prepare_features(q_feat, g_feat, q_pids, g_pids, q_camids, g_camids, raw)
+        f, cg = aggregate_centroids(f, bool(s.normalize), s.per_camera)
+        members, camsets = cg.members, cg.camsets
+    else:
+        f = prepare_features(
+            q_feat, g_feat, q_pids, g_pids, q_camids, g_camids, s, q_local, g_local
+        )
     distmat = distance_matrix(f, s, progress)
     result = evaluate_rank(
         distmat, f.q_pids, f.g_pids, f.q_camids, f.g_camids, s.max_rank, s.ap, s.protocol,
-        seed=s.seed,
+        seed=s.seed, g_camsets=camsets,
     )  # fmt: skip
     metrics = Metrics.from_rank(result, len(f.g_pids), s.describe())
     return Evaluation(metrics, result, distmat, f.g_pids, f.g_camids, members)
@@ -212,16 +189,20 @@ def evaluate_dir(
     output_index: int | None = None,
     dim: int | None = None,
     progress: bool = False,
+    **dump_options: Any,
 ) -> Evaluation:
-    """``reidctl eval``: a result directory, or with ``prep`` a vendor dump directory (its
-    files ``<stem>_<output_index>.bin|txt``, ``dim`` values per raw file) with the labels of
-    the preprocessed set ``prep``. The evaluation keeps the loaded data and row indices."""
+    """``reidctl eval``: a result directory, or with ``prep`` a vendor dump directory with
+    the labels of the preprocessed set ``prep`` (:func:`reidctl.evaluate.results.load_dump`:
+    ``output_index`` or ``output`` with ``model``, ``dim``, ``dtype``, ``local_index``,
+    ``local_shape``). The evaluation keeps the loaded data and row indices."""
     from reidctl.evaluate.results import evaluate_dump, evaluate_results
 
     if prep is not None:
-        if output_index is None:
-            raise InputError("a vendor dump needs --output-index K (the K in <stem>_<K>.bin)")
-        return evaluate_dump(path, prep, output_index, dim, settings, progress)
-    if output_index is not None or dim is not None:
-        raise InputError("--output-index and --dim apply to vendor dumps: add --prep PREP")
+        return evaluate_dump(path, prep, output_index, dim, settings, progress, **dump_options)
+    given = [k for k, v in dump_options.items() if v not in (None, "float32")]
+    if output_index is not None or dim is not None or given:
+        raise InputError(
+            "--output-index, --output, --model, --dim, --dump-dtype, --local-index and "
+            "--local-shape apply to vendor dumps: add --prep PREP"
+        )
     return evaluate_results(path, settings, progress)

@@ -18,6 +18,7 @@ found with one vectorised comparison per row chunk and sorted by (distance, gall
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -88,13 +89,33 @@ def _check_options(max_rank: int, ap: str, protocol: str) -> None:
         raise UnknownNameError("protocol", protocol, PROTOCOLS)
 
 
+def _in_camsets(
+    gi: np.ndarray, cams: np.ndarray, camsets: Sequence[np.ndarray], ng: int
+) -> np.ndarray:
+    """Whether camera ``cams[p]`` is in ``camsets[gi[p]]``, for every pair p: bool [P]."""
+    if len(camsets) != ng:
+        raise ShapeMismatchError(f"{ng} gallery columns but {len(camsets)} camera sets")
+    lens = np.array([len(s) for s in camsets], np.int64)
+    ent = np.repeat(np.arange(ng, dtype=np.int64), lens)
+    sets = np.concatenate([np.asarray(s, np.int64) for s in camsets]) if ent.size else ent
+    lo = min(int(sets.min(initial=0)), int(cams.min(initial=0)))
+    width = max(int(sets.max(initial=0)), int(cams.max(initial=0))) - lo + 1
+    return np.isin(gi * width + (cams - lo), ent * width + (sets - lo))
+
+
 def _match_lists(
-    q_pids: np.ndarray, q_camids: np.ndarray, g_pids: np.ndarray, g_camids: np.ndarray
+    q_pids: np.ndarray,
+    q_camids: np.ndarray,
+    g_pids: np.ndarray,
+    g_camids: np.ndarray,
+    g_camsets: Sequence[np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """For every query with pid > 0, the gallery items of its pid.
 
     Returns flat arrays (query index, gallery index, is_match) where is_match is False for
-    same-camera items (ignored by the protocol). Queries appear in ascending order.
+    same-camera items (ignored by the protocol): the item's camera equals the query's, or,
+    with ``g_camsets`` (one array of camera ids per gallery item), the query's camera is in
+    the item's set. Queries appear in ascending order.
     """
     order = np.argsort(g_pids, kind="stable")
     sorted_pids = g_pids[order]
@@ -104,7 +125,10 @@ def _match_lists(
     qi = np.repeat(np.arange(len(q_pids)), cnt)
     starts = np.repeat(lo - (np.cumsum(cnt) - cnt), cnt)
     gi = order[starts + np.arange(cnt.sum())]
-    is_match = g_camids[gi] != q_camids[qi]
+    if g_camsets is None:
+        is_match = g_camids[gi] != q_camids[qi]
+    else:
+        is_match = ~_in_camsets(gi, q_camids[qi], g_camsets, len(g_pids))
     return qi, gi, is_match
 
 
@@ -217,6 +241,7 @@ def evaluate_rank(
     seed: int = 0,
     num_repeats: int = 10,
     allow_no_valid: bool = False,
+    g_camsets: Sequence[np.ndarray] | None = None,
 ) -> RankResult:
     """CMC / mAP / mINP from a distance matrix ``distmat`` [Nq, Ng] (smaller = closer).
 
@@ -225,8 +250,10 @@ def evaluate_rank(
     (single-gallery-shot CMC: one randomly chosen gallery image per identity, averaged over
     ``num_repeats`` draws from a generator seeded with ``seed``, as torchreid's
     ``eval_cuhk03``; AP and INP use the whole gallery). Rows are processed ``chunk`` at a
-    time. Raises :class:`BadDataError` for NaN distances or when no query has a valid match
-    (unless ``allow_no_valid``).
+    time. ``g_camsets`` (Market-1501 protocol only) gives each gallery item a set of camera
+    ids instead of one (per-camera centroids): a same-pid item is ignored when the query's
+    camera is in its set. Raises :class:`BadDataError` for NaN distances or when no query
+    has a valid match (unless ``allow_no_valid``).
     """
     _check_options(max_rank, ap, protocol)
     distmat = np.asarray(distmat)
@@ -242,7 +269,9 @@ def evaluate_rank(
         raise BadDataError("the distance matrix holds NaN values; check the features")
     junk = g_pids == -1
     junk = junk if junk.any() else None
-    qi, gi, is_match = _match_lists(q_pids, q_camids, g_pids, g_camids)
+    if g_camsets is not None and protocol != "market1501":
+        raise InputError("camera sets per gallery item apply to the market1501 protocol only")
+    qi, gi, is_match = _match_lists(q_pids, q_camids, g_pids, g_camids, g_camsets)
     bounds = np.searchsorted(qi, np.arange(0, nq + chunk, chunk))
     all_rows, all_ranks = [], []
     for n, a in enumerate(range(0, nq, chunk)):

@@ -25,6 +25,7 @@ import numpy as np
 from reidctl.artifacts import (
     ManifestEntry,
     Metrics,
+    ModelSidecar,
     PrepSet,
     ResultDir,
     read_prep_meta,
@@ -40,6 +41,7 @@ from reidctl.evaluate.distance import (
     check_finite,
     check_metric,
 )
+from reidctl.evaluate.dumps import DumpLayout, find_dump_layout, read_dump_output
 from reidctl.evaluate.pipeline import evaluate_features_detailed
 from reidctl.evaluate.rank import AP_KINDS, PROTOCOLS, RankResult
 
@@ -165,6 +167,7 @@ class EvalData:
     local_feature: str | None
     normalize: bool
     image_root: Path | None
+    dump: DumpOutputs | None = None  # a vendor dump's layout and output numbering
 
     def split(self, name: str) -> np.ndarray:
         return np.array([i for i, e in enumerate(self.entries) if e.split == name], np.int64)
@@ -227,73 +230,149 @@ def load_results(
     return EvalData(feat, loc, entries, name, lname, norm, _prep_root(rd.run.get("prep_dir")))
 
 
+@dataclass(frozen=True)
+class DumpOutputs:
+    """What a dump's numbered files hold: ``layout`` (tool, folder, first index), the
+    model's outputs by number (``names[k]``, from ``--model``'s sidecar, else empty) and
+    the numbers read (``global_index``, ``local_index``; None when not read)."""
+
+    layout: DumpLayout
+    names: dict[int, str]
+    shapes: dict[int, tuple[int | str, ...]]
+    global_index: int | None
+    local_index: int | None
+
+    def lines(self) -> list[str]:
+        """One line per output, for the terminal."""
+        out = [f"dump: {self.layout.describe()}"]
+        for k, name in self.names.items():
+            used = {self.global_index: "  <- global feature", self.local_index: "  <- local"}
+            out.append(f"  output {k}: {name} {list(self.shapes[k])}{used.get(k, '')}")
+        return out
+
+
+def _model_sidecar(model: str | os.PathLike[str]) -> ModelSidecar:
+    p = Path(model)
+    if p.suffix == ".json":
+        return ModelSidecar.read(p)
+    return ModelSidecar.load(p)
+
+
+def _row_shape(spec_shape: tuple[int | str, ...]) -> tuple[int, ...] | None:
+    row = spec_shape[1:]
+    return tuple(int(d) for d in row) if all(isinstance(d, int) for d in row) else None
+
+
 def load_dump(
     dump_dir: str | os.PathLike[str],
     prep_dir: str | os.PathLike[str],
-    output_index: int,
+    output_index: int | None = None,
     dim: int | None = None,
     normalize: bool | None = None,
+    *,
+    output: str | None = None,
+    model: str | os.PathLike[str] | None = None,
+    dtype: str = "float32",
+    local: bool = False,
+    local_index: int | None = None,
+    local_shape: tuple[int, ...] | None = None,
+    local_feature: str | None = None,
+    need_global: bool = True,
     max_listed: int = 5,
 ) -> EvalData:
-    """Read a vendor dump: ``<stem>_<output_index>.bin`` (raw float32, ``dim`` values) or
-    ``.txt`` (whitespace-separated numbers) for every entry of ``PREP/manifest.jsonl``.
+    """Read a vendor dump (:mod:`reidctl.evaluate.dumps`: ais_bench, Ascend ``benchmark``,
+    ``reidctl infer --dump`` or a plain folder) for every entry of ``PREP/manifest.jsonl``.
 
-    A missing file is an error listing the first ``max_listed`` missing names (never a zero
-    vector). ``normalize`` defaults to True (the Ascend accuracy script L2-normalised).
+    The global feature is output ``output_index`` (the ``k`` in ``<stem>_<k>.bin``), or
+    with ``model`` (a model file with a sidecar, or the sidecar itself) the output named
+    ``output`` (default: the sidecar's retrieval feature), numbered from the layout's index
+    base in the sidecar's output order. Values per file follow from the file size and
+    ``dtype`` (``float32`` or ``float16``); ``dim`` (optional) is checked. With ``local`` the
+    stripe features [N, S, D] come from ``local_index`` (or, with ``model``, the output
+    ``local_feature``, default ``local_feat``), shaped by the sidecar or ``local_shape``.
+    ``normalize`` defaults to the sidecar's ``l2_normalize``, else True (the Ascend
+    accuracy script L2-normalised). The layout and numbering are kept in ``EvalData.dump``.
     """
-    dump_dir, prep_dir = Path(dump_dir), Path(prep_dir)
-    if not dump_dir.is_dir():
-        raise FormatError(f"dump directory not found: {dump_dir}")
+    layout = find_dump_layout(dump_dir)
     prep = PrepSet.open(prep_dir)
     entries = list(prep.entries)
+    stems = [e.stem for e in entries]
     if dim is not None and dim < 1:
         raise InputError(f"--dim must be positive, got {dim}")
-    paths, missing = [], []
-    for e in entries:
-        base = dump_dir / f"{e.stem}_{output_index}"
-        for suffix in (".bin", ".txt"):
-            p = base.with_name(base.name + suffix)
-            if p.is_file():
-                paths.append(p)
-                break
-        else:
-            missing.append(base.name + ".bin|.txt")
-    if missing:
-        shown = ", ".join(missing[:max_listed])
-        more = f" (+{len(missing) - max_listed} more)" if len(missing) > max_listed else ""
-        raise FormatError(
-            f"{len(missing)} of {len(entries)} dump files missing in {dump_dir}: {shown}{more}; "
-            "check --output-index and that the dump covers the whole preprocessed set"
-        )
-    rows = []
-    for p in paths:
-        if p.suffix == ".bin":
-            if dim is None:
-                raise InputError(f"{p.name} is a raw .bin dump: pass --dim D (values per file)")
-            v = np.fromfile(p, dtype="<f4")
-        else:
-            try:
-                v = np.loadtxt(p, dtype=np.float32, ndmin=1).ravel()
-            except ValueError as e:
-                raise FormatError(f"{p} does not hold whitespace-separated numbers ({e})") from e
-        if dim is not None and v.size != dim:
-            raise ShapeMismatchError(
-                f"{p} holds {v.size} float32 values, expected --dim {dim}; check --dim and "
-                "--output-index"
+    sidecar = _model_sidecar(model) if model is not None else None
+    names: dict[int, str] = {}
+    shapes: dict[int, tuple[int | str, ...]] = {}
+    if sidecar is not None:
+        for i, o in enumerate(sidecar.outputs):
+            names[layout.index_base + i] = o.name
+            shapes[layout.index_base + i] = tuple(o.shape[1:])
+    by_name = {n: k for k, n in names.items()}
+
+    def index_of(name: str, what: str) -> int:
+        if sidecar is None:
+            raise InputError(
+                f"{what} {name!r} needs --model MODEL_FILE (its sidecar numbers the outputs)"
             )
-        rows.append(v)
-    sizes = {r.size for r in rows}
-    if len(sizes) > 1:
-        raise ShapeMismatchError(f"dump files in {dump_dir} differ in length: {sorted(sizes)}")
-    feat = np.stack(rows).astype(np.float32) if rows else np.zeros((0, dim or 1), np.float32)
+        if name not in by_name:
+            raise UnknownNameError("output", name, list(by_name))
+        return by_name[name]
+
+    feat = None
+    gk = None
+    if need_global:
+        if output is not None and output_index is not None:
+            raise InputError("give --output NAME or --output-index K, not both")
+        if output is not None:
+            gk = index_of(output, "--output")
+        elif output_index is not None:
+            gk = output_index
+        elif sidecar is not None:
+            gk = index_of(sidecar.feature, "the retrieval feature")
+        else:
+            raise InputError(
+                "a vendor dump needs --output-index K (the K in <stem>_<K>.bin), or --model "
+                "MODEL_FILE to number its outputs"
+            )
+        shape = _row_shape(tuple(["batch", *shapes[gk]])) if gk in shapes else None
+        if shape is not None and len(shape) != 1:
+            raise ShapeMismatchError(
+                f"output {gk} ({names[gk]}) has per-item shape {list(shape)}, not a vector; "
+                "pick a vector output, or use it with --local"
+            )
+        feat = read_dump_output(layout.root, stems, gk, dtype, shape, "output", max_listed)
+        if dim is not None and feat.shape[1] != dim:
+            raise ShapeMismatchError(
+                f"the files of output {gk} in {layout.root} hold {feat.shape[1]} {dtype} "
+                f"values, expected --dim {dim}; check --dim, --output-index and --dump-dtype"
+            )
+    loc = None
+    lk = None
+    lname = None
+    if local:
+        lname = local_feature or DEFAULT_LOCAL_FEATURE
+        lk = local_index if local_index is not None else index_of(lname, "local feature")
+        lshape = local_shape
+        if lshape is None and lk in shapes:
+            lshape = _row_shape(tuple(["batch", *shapes[lk]]))
+        if lshape is None or len(lshape) != 2:
+            raise InputError(
+                f"the local output {lk} needs its [stripes, D] shape: pass --local-shape SxD "
+                "(e.g. 8x128) or --model MODEL_FILE"
+            )
+        loc = read_dump_output(layout.root, stems, lk, dtype, lshape, "local output", max_listed)
+        lname = names.get(lk, f"output {lk}")
+    norm = normalize
+    if norm is None:
+        norm = sidecar.l2_normalize if sidecar is not None else True
     return EvalData(
         feat,
-        None,
+        loc,
         entries,
-        f"output {output_index}",
-        None,
-        True if normalize is None else normalize,
+        (names.get(gk) or f"output {gk}") if gk is not None else None,
+        lname,
+        norm,
         prep.root,
+        DumpOutputs(layout, names, shapes, gk, lk),
     )
 
 
@@ -396,21 +475,46 @@ def evaluate_results(
 def evaluate_dump(
     dump_dir: str | os.PathLike[str],
     prep_dir: str | os.PathLike[str],
-    output_index: int,
+    output_index: int | None = None,
     dim: int | None = None,
     settings: EvalSettings | None = None,
     progress: bool = False,
+    *,
+    output: str | None = None,
+    model: str | os.PathLike[str] | None = None,
+    dtype: str = "float32",
+    local_index: int | None = None,
+    local_shape: tuple[int, ...] | None = None,
     **overrides: Any,
 ) -> Evaluation:
-    """The evaluation of a vendor dump directory (see :func:`load_dump`)."""
+    """The evaluation of a vendor dump directory (see :func:`load_dump` for the options);
+    ``overrides`` are :class:`EvalSettings` fields."""
     s = _settings(settings, overrides)
-    if s.local:
-        raise InputError("--local is not available for vendor dumps (global features only)")
-    data = load_dump(dump_dir, prep_dir, output_index, dim, s.normalize)
+    if s.feature is not None:
+        raise InputError(
+            "--feature names an output of a result directory; for a vendor dump give "
+            "--output-index K, or --model MODEL_FILE --output NAME"
+        )
+    data = load_dump(
+        dump_dir,
+        prep_dir,
+        output_index,
+        dim,
+        s.normalize,
+        output=output,
+        model=model,
+        dtype=dtype,
+        local=s.local,
+        local_index=local_index,
+        local_shape=local_shape,
+        local_feature=s.local_feature,
+        need_global=s.uses_global,
+    )
     return evaluate_data(data, s, progress)[0]
 
 
 __all__ = [
+    "DumpOutputs",
     "EvalData",
     "EvalSettings",
     "Evaluation",

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from reidctl.evaluate import EvalSettings, evaluate_features, evaluate_results
+from reidctl.evaluate import EvalSettings, evaluate_dump, evaluate_features, evaluate_results
 
 RANK1, RANK5, MAP, TOL = 0.8667, 1.0, 0.9247, 0.005
 
@@ -55,9 +55,13 @@ def test_whole_chain_ort(market_mini: Path, osnet_weights: Path, tmp_path: Path)
         "market1501", market_mini, prep, spec=spec_from_sidecar(model), splits=("query", "gallery")
     )
     results = tmp_path / "results"
-    run_inference(model, prep, results, backend="ort")
+    run_inference(model, prep, results, backend="ort", dump="bin")
     m = evaluate_results(results)
     _check(m)
+    # the vendor-layout dump of the same run: 512 float32 values per file, no --dim needed
+    d = evaluate_dump(results / "dump", prep, 1)
+    assert d.data.feat.shape == (64, 512) and d.metrics.cmc == m.metrics.cmc
+    assert d.mAP == m.mAP and d.mINP == m.mINP
     # cosine on normalised features ranks exactly like the default Euclidean distance
     assert evaluate_results(results, distance="cosine").mAP == pytest.approx(m.mAP, abs=1e-6)
 

@@ -20,8 +20,9 @@ from reidctl.errors import (
     UnknownNameError,
 )
 from reidctl.evaluate import EvalSettings, evaluate_features, evaluate_results
-from reidctl.evaluate.centroids import build_centroids
+from reidctl.evaluate.centroids import build_camera_centroids, build_centroids
 from reidctl.evaluate.distance import compute_distance, l2_normalize
+from reidctl.evaluate.pipeline import evaluate_features_detailed
 from reidctl.evaluate.rank import evaluate_rank
 from reidctl.evaluate.results import evaluate_data, evaluate_dump, load_results
 
@@ -174,49 +175,50 @@ def test_vendor_dump_equals_result_dir(small_set, dirs, tmp_path, kind, capsys):
         evaluate_dump(dump, dirs["prep"], 2, dim=3)
     # a missing file is an error naming it, never a zero vector
     (dump / f"{e[7].stem}_2.{kind}").unlink()
-    with pytest.raises(FormatError, match=f"1 of 140 dump files missing .*{e[7].stem}_2"):
+    with pytest.raises(
+        FormatError, match=f"1 of 140 dump files of output 2 missing .*{e[7].stem}_2"
+    ):
         evaluate_dump(dump, dirs["prep"], 2, dim=16)
     assert main(cmd) == 2
     assert e[7].stem in capsys.readouterr().err
 
 
 def test_centroids_golden():
-    feat = np.array([[0, 0], [2, 0], [10, 10], [4, 4], [7, 7]], np.float32)
-    pids, cams = np.array([1, 1, -1, 0, 2]), np.array([1, 2, 1, 1, 3])
+    feat = np.array([[0, 0], [2, 0], [10, 10], [4, 4], [7, 7], [6, 0], [1.5, 0]], np.float32)
+    pids, cams = np.array([1, 1, -1, 0, 2, 0, 3]), np.array([1, 2, 1, 1, 3, 2, 2])
     cg = build_centroids(feat, pids, cams)
-    np.testing.assert_allclose(cg.feat, [[1, 0], [7, 7], [4, 4]])  # ids 1, 2, then distractor
-    assert cg.pids.tolist() == [1, 2, 0] and cg.camids.tolist() == [-1, -1, 1]
-    assert [m.tolist() for m in cg.members] == [[0, 1], [4], [3]]
-    per = build_centroids(feat, pids, cams, exclude_camid=2)
-    np.testing.assert_allclose(per.feat[0], [0, 0])
-    # query (pid 1, camera 2) at (2.4, 0): plain centroid (1, 0) of id 1 is nearest
+    # distractors (pid 0) are one more label, junk (pid -1) is left out
+    np.testing.assert_allclose(cg.feat, [[5, 2], [1, 0], [7, 7], [1.5, 0]])
+    assert cg.pids.tolist() == [0, 1, 2, 3] and cg.camids.tolist() == [-1] * 4
+    assert [m.tolist() for m in cg.members] == [[3, 5], [0, 1], [4], [6]]
+    # the raw features are averaged, then normalised: (3, 4) and (1, 0) -> (2, 2) / |(2, 2)|
+    two = np.array([[3, 4], [1, 0]], np.float32)
+    n = build_centroids(two, [1, 1], [1, 2], normalize=True)
+    np.testing.assert_allclose(n.feat, [[0.5**0.5, 0.5**0.5]], rtol=1e-6)
+
+    # queries: id 1 from cameras 2 and 3, id 2 from camera 3, id 3 from camera 1
+    q_pids, q_cams = np.array([1, 1, 2, 3]), np.array([2, 3, 3, 1])
+    per = build_camera_centroids(feat, pids, cams, q_pids, q_cams)
+    # id 1: without camera 2 -> {1}; without camera 3 -> {1, 2}; id 2 has only camera-3
+    # gallery images (no centroid); id 3 -> {2}; distractors and junk have no query
+    assert per.pids.tolist() == [1, 1, 3]
+    assert [c.tolist() for c in per.camsets] == [[1], [1, 2], [2]]
+    np.testing.assert_allclose(per.feat, [[0, 0], [1, 0], [1.5, 0]])
+
     s = EvalSettings(normalize=False, centroids=True)
-    q = np.array([[2.4, 0.0]], np.float32)
-    m = evaluate_features(q, feat, [1], pids, [2], cams, s)
-    assert m.rank1 == 1.0 and m.num_gallery == 3
-    # per camera: only camera-1 image (0, 0) of id 1 remains, farther than distractor (4, 4)?
-    # |(2.4, 0) - (0, 0)| = 2.4 < |(2.4, 0) - (4, 4)| = 4.3: still rank 1
-    m = evaluate_features(
-        q,
-        feat,
-        [1],
-        pids,
-        [2],
-        cams,
-        EvalSettings(normalize=False, centroids=True, per_camera=True),
-    )
-    assert m.rank1 == 1.0
-    q = np.array([[3.5, 3.5]], np.float32)  # now the distractor is nearer than (0, 0)
-    m = evaluate_features(
-        q,
-        feat,
-        [1],
-        pids,
-        [2],
-        cams,
-        EvalSettings(normalize=False, centroids=True, per_camera=True),
-    )
-    assert m.rank1 == 0.0 and m.mAP == 0.5
+    m = evaluate_features(np.array([[0.8, 0]], np.float32), feat, [1], pids, [2], cams, s)
+    assert m.rank1 == 1.0 and m.num_gallery == 4  # centroid (1, 0) is nearest, never removed
+    ps = EvalSettings(normalize=False, centroids=True, per_camera=True)
+    # query 0 (id 1, camera 2) at (2.4, 0): its {1, 2} centroid is removed; id 3's {2}
+    # centroid (0.9 away) stays although it holds camera 2, so (0, 0) comes at rank 2
+    ev = evaluate_features_detailed(
+        np.array([[2.4, 0], [0.9, 0], [7, 7], [1.4, 0]], np.float32),
+        feat, q_pids, pids, q_cams, cams, ps,
+    )  # fmt: skip
+    assert ev.metrics.num_gallery == 3 and ev.metrics.num_valid_query == 3
+    assert ev.result.first_rank.tolist() == [2, 1, 0, 1]  # id 2 has no valid centroid
+    # camera 3 keeps both id-1 centroids: (1, 0) at rank 1, then id 3, then (0, 0) at rank 3
+    assert ev.result.ap[1] == pytest.approx((1 + 2 / 3) / 2)
 
 
 def test_eval_command_does_not_import_torch():
