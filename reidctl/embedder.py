@@ -334,9 +334,7 @@ class Embedder:
         feat = out[self.feature]
         return feat.reshape(len(batch), -1).astype(np.float32, copy=False)
 
-    def _embed_raw(
-        self, items: list[ImageLike], cams: np.ndarray | None, color: str
-    ) -> np.ndarray:
+    def _embed_raw(self, items: list[ImageLike], cams: np.ndarray | None, color: str) -> np.ndarray:
         n = len(items)
         out = np.empty((n, self.dim), np.float32)
         if n == 0:

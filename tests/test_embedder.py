@@ -48,7 +48,8 @@ def emb(chain):
 def test_package_import_stays_light() -> None:
     code = (
         "import sys, reidctl; "
-        "heavy = [m for m in ('torch', 'onnxruntime', 'onnx', 'cv2', 'numpy') if m in sys.modules]; "
+        "names = ('torch', 'onnxruntime', 'onnx', 'cv2', 'numpy'); "
+        "heavy = [m for m in names if m in sys.modules]; "
         "print(heavy)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

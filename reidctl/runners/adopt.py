@@ -41,7 +41,9 @@ def ir_io_specs(xml_file: str | os.PathLike[str]) -> tuple[list[TensorSpec], lis
             d.get_length() if d.is_static else ("batch" if i == 0 else f"dim{i}")
             for i, d in enumerate(port.get_partial_shape())
         )
-        return TensorSpec(port.get_any_name(), dims, str(np.dtype(port.get_element_type().to_dtype())))
+        return TensorSpec(
+            port.get_any_name(), dims, str(np.dtype(port.get_element_type().to_dtype()))
+        )
 
     return [spec(p) for p in model.inputs], [spec(p) for p in model.outputs]
 

@@ -28,7 +28,6 @@ from reidctl.errors import FormatError
 from reidctl.io import atomic_path
 from reidctl.specs import ModelFacts, PreprocessSpec, TensorSpec
 
-
 #: the ``metadata_props`` key of an ONNX that holds the model facts (JSON)
 FACTS_KEY = "reidctl.facts"
 #: the format tag inside that JSON

@@ -87,9 +87,7 @@ def inspect_model(path: str | os.PathLike[str]) -> dict[str, Any]:
         report["ir_version"] = int(proto.ir_version)
         producer = f"{proto.producer_name} {proto.producer_version}".strip()
         report["producer"] = producer or None
-        report["metadata"] = {
-            p.key: p.value for p in proto.metadata_props if p.key != FACTS_KEY
-        }
+        report["metadata"] = {p.key: p.value for p in proto.metadata_props if p.key != FACTS_KEY}
         meta = facts_from_proto(proto, f"ONNX metadata of {path}")
         report["metadata_facts"] = meta is not None
     elif suffix == ".xml":
@@ -148,7 +146,9 @@ def render_model_report(r: dict[str, Any]) -> list[str]:
         kinds = ", ".join(f"{k} {n}" for k, n in sorted(groups.items()))
         lines.append(f"metadata   {len(r['metadata'])} other entries ({kinds}); --json lists them")
     where = {
-        "sidecar": "the sidecar " + Path(r["file"]).name + ".json"
+        "sidecar": "the sidecar "
+        + Path(r["file"]).name
+        + ".json"
         + (" (the ONNX metadata agrees)" if r["metadata_facts"] and not r["facts_differ"] else ""),
         "metadata": "the ONNX metadata (reidctl.facts); no sidecar",
         "derived": "derived from the graph, default preprocessing: describe the model with "
@@ -159,9 +159,7 @@ def render_model_report(r: dict[str, Any]) -> list[str]:
         return lines
     lines.append(f"facts      from {where[r['facts_source']]}")
     if r["facts_differ"]:
-        lines.append(
-            f"           SIDECAR AND METADATA DISAGREE on {', '.join(r['facts_differ'])}"
-        )
+        lines.append(f"           SIDECAR AND METADATA DISAGREE on {', '.join(r['facts_differ'])}")
     p = facts["preprocess"]
     lines.append(f"  model          {facts['model']}")
     lines.append(
