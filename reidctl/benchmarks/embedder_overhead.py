@@ -39,6 +39,59 @@ def make_crops(n: int, seed: int = 0) -> list[np.ndarray]:
     ]
 
 
+def measure(
+    model: Path, crops: list[np.ndarray], bs: int, threads: int, repeats: int
+) -> dict[str, float]:
+    """Median images/s of the bare runner and of the Embedder at batch ``bs``, the
+    per-repeat ratio (median, min, max) and the transform's median ms per image."""
+    from reidctl import Embedder
+    from reidctl.preprocess.transform import ImageTransform, TensorSettings
+    from reidctl.runners import get_runner
+
+    emb = Embedder(model, batch_size=bs, threads=threads)
+    transform = ImageTransform(TensorSettings(emb.preprocess))
+    runner = get_runner("ort")(str(model), threads=threads).activate()
+    name = runner.input_specs()[0].name
+    buf = np.empty((bs, *transform.settings.shape), np.float32)
+
+    def bare() -> None:
+        for s in range(0, len(crops), bs):
+            chunk = crops[s : s + bs]
+            for j, c in enumerate(chunk):
+                transform(c, buf[j])
+            runner.infer_rows({name: buf[: len(chunk)]})
+
+    def embedder() -> None:
+        for s in range(0, len(crops), bs):
+            emb.embed(crops[s : s + bs])
+
+    bare()  # warm-up: first-run allocations
+    embedder()
+    rates: dict[str, list[float]] = {"bare": [], "emb": []}
+    ratios, prep_ms = [], []
+    for r in range(repeats):
+        order = [("bare", bare), ("emb", embedder)]
+        for key, fn in order if r % 2 == 0 else order[::-1]:
+            t0 = time.perf_counter()
+            fn()
+            rates[key].append(len(crops) / (time.perf_counter() - t0))
+        t0 = time.perf_counter()
+        for c in crops:
+            transform(c, buf[0])
+        prep_ms.append((time.perf_counter() - t0) / len(crops) * 1e3)
+        ratios.append(rates["emb"][-1] / rates["bare"][-1])
+    emb.close()
+    runner.deactivate()
+    return {
+        "bare": statistics.median(rates["bare"]),
+        "embedder": statistics.median(rates["emb"]),
+        "ratio": statistics.median(ratios),
+        "ratio_min": min(ratios),
+        "ratio_max": max(ratios),
+        "preprocess_ms": statistics.median(prep_ms),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--images", type=int, default=256, help="crops per block (default 256)")
@@ -48,11 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workdir", type=Path, default=None, help="keep the model here")
     args = ap.parse_args(argv)
 
-    from reidctl import Embedder
     from reidctl.bench import cpu_model
     from reidctl.convert.onnx import onnx_from_torch
-    from reidctl.preprocess.transform import ImageTransform, TensorSettings
-    from reidctl.runners import get_runner
 
     with tempfile.TemporaryDirectory(prefix="reidctl-bench-") as tmp:
         work = args.workdir or Path(tmp)
@@ -67,48 +117,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cpu: {cpu_model()}; threads {args.threads}; {args.images} crops per block")
         print("bs  bare img/s  Embedder img/s  ratio (median, min..max)  preprocess ms/img")
         for bs in [int(b) for b in args.bs.split(",")]:
-            emb = Embedder(model, batch_size=bs, threads=args.threads)
-            transform = ImageTransform(TensorSettings(emb.preprocess))
-            runner = get_runner("ort")(str(model), threads=args.threads).activate()
-            name = runner.input_specs()[0].name
-            buf = np.empty((bs, *transform.settings.shape), np.float32)
-
-            def bare() -> None:
-                for s in range(0, len(crops), bs):
-                    chunk = crops[s : s + bs]
-                    for j, c in enumerate(chunk):
-                        transform(c, buf[j])
-                    runner.infer_rows({name: buf[: len(chunk)]})
-
-            def embedder() -> None:
-                for s in range(0, len(crops), bs):
-                    emb.embed(crops[s : s + bs])
-
-            def prep_only() -> None:
-                for c in crops:
-                    transform(c, buf[0])
-
-            bare()  # warm-up: first-run allocations
-            embedder()
-            rates: dict[str, list[float]] = {"bare": [], "emb": []}
-            ratios, prep_ms = [], []
-            for r in range(args.repeats):
-                order = [("bare", bare), ("emb", embedder)]
-                for key, fn in order if r % 2 == 0 else order[::-1]:
-                    t0 = time.perf_counter()
-                    fn()
-                    rates[key].append(len(crops) / (time.perf_counter() - t0))
-                t0 = time.perf_counter()
-                prep_only()
-                prep_ms.append((time.perf_counter() - t0) / len(crops) * 1e3)
-                ratios.append(rates["emb"][-1] / rates["bare"][-1])
-            emb.close()
-            runner.deactivate()
+            r = measure(model, crops, bs, args.threads, args.repeats)
             print(
-                f"{bs:<3} {statistics.median(rates['bare']):>10.1f}  "
-                f"{statistics.median(rates['emb']):>14.1f}  "
-                f"{statistics.median(ratios):>6.3f} ({min(ratios):.3f}..{max(ratios):.3f})"
-                f"{'':>14}{statistics.median(prep_ms):.3f}"
+                f"{bs:<3} {r['bare']:>10.1f}  {r['embedder']:>14.1f}  "
+                f"{r['ratio']:>6.3f} ({r['ratio_min']:.3f}..{r['ratio_max']:.3f})"
+                f"{'':>14}{r['preprocess_ms']:.3f}"
             )
     return 0
 
