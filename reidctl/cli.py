@@ -36,6 +36,12 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "eval": ("reidctl.commands.eval", "eval_cmd", "CMC / mAP / mINP from a result directory."),
     "bench": ("reidctl.commands.bench", "bench", "Throughput and latency by batch size."),
     "index": ("reidctl.commands.index", "index", "Build a FAISS index over gallery features."),
+    "adopt": (
+        "reidctl.commands.adopt",
+        "adopt",
+        "Write the facts of a model made elsewhere (sidecar, ONNX metadata).",
+    ),
+    "inspect": ("reidctl.commands.inspect", "inspect", "Describe a model file and its facts."),
     "search": ("reidctl.commands.index", "search", "Search a FAISS index with query features."),
 }
 

@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from reidctl.artifacts import sidecar_path
+from reidctl.artifacts import facts_from_dict, sidecar_path
 from reidctl.convert.carry import carry_sidecar, model_facts
 from reidctl.convert.parity import (
     check_parity,
@@ -52,6 +52,7 @@ from reidctl.convert.parity import (
 )
 from reidctl.errors import FormatError, InputError
 from reidctl.io import refuse_existing
+from reidctl.runners.facts import set_onnx_facts
 
 DEFAULT_MIN_MEAN_COSINE = 0.999
 #: operators kept in float32 besides the converter's own block list
@@ -257,6 +258,9 @@ def fp16_from_onnx(
     output.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{output.name}.", dir=output.parent) as tmp:
         staged = Path(tmp) / output.name
+        # the facts of the float16 file (io dtypes as converted) travel inside it too
+        fp16_facts = facts_from_dict({**facts, **_fp16_io(facts, keep_io_types)}, str(output))
+        set_onnx_facts(converted, fp16_facts)
         onnx.save(converted, str(staged))
         names = [o["name"] for o in facts["outputs"]]
         ref = run_feeds("ort", onnx_file, feeds)

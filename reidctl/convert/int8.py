@@ -13,7 +13,8 @@ The steps:
    labelled preprocessed set, both are evaluated, and the differences in rank-1 and mAP (in
    points, 1 point = 0.01) and the mean cosine between FP32 and INT8 features are reported;
    a drop beyond ``max_map_drop`` raises :class:`AccuracyGuardError` and writes nothing;
-4. ``model.int8.onnx`` and its sidecar, which carries the source's facts forward and adds
+4. ``model.int8.onnx`` (the source's model facts in its ONNX metadata too) and its
+   sidecar, which carries the source's facts forward and adds
    ``source``, ``conversion`` and the guard's figures (``conversion.accuracy_guard``).
 
 Layers that lose accuracy or speed when quantised stay in float with ``exclude``: node names,
@@ -47,6 +48,7 @@ from reidctl.artifacts import (
 from reidctl.errors import AccuracyGuardError, FormatError, InputError
 from reidctl.io import refuse_existing, sha256_file
 from reidctl.platform import u8s8_saturates
+from reidctl.runners.facts import sidecar_or_none, write_onnx_facts
 
 METHODS = ("minmax", "entropy", "percentile")
 DEPTHWISE = "depthwise"
@@ -497,7 +499,8 @@ def int8_from_onnx(
     model_file, output, calib_dir = Path(model_file), Path(output), Path(calib_dir)
     if not model_file.is_file():
         raise InputError(f"model file not found: {model_file}")
-    source_sidecar = ModelSidecar.load(model_file)
+    # the sidecar, else the facts stored in the ONNX; neither: load's error names the fix
+    source_sidecar = sidecar_or_none(model_file) or ModelSidecar.load(model_file)
     if max_map_drop is not None and eval_dir is None:
         raise InputError("--max-map-drop needs --eval PREP_DIR (a labelled preprocessed set)")
     if max_map_drop is not None and max_map_drop < 0:
@@ -530,6 +533,7 @@ def int8_from_onnx(
             reduce_range=reduce_range,
             progress=progress,
         )
+        write_onnx_facts(staged, source_sidecar.facts)
         sidecar = source_sidecar.with_fields(
             drop=("validation",),
             source={"file": model_file.name, "sha256": sha256_file(model_file)},

@@ -11,7 +11,8 @@ The steps, each failing with a typed error:
 4. validation: onnxruntime against PyTorch at batch 1, 3 and 32 (or the static batch), fed
    valid camera indices cycling over every camera: per output, max abs difference relative
    to the output's max abs value, and row cosine;
-5. write ``model.onnx`` and the sidecar ``model.onnx.json`` atomically (nothing is left behind
+5. write ``model.onnx`` (its model facts also in the ONNX metadata, key ``reidctl.facts``)
+   and the sidecar ``model.onnx.json`` atomically (nothing is left behind
    on failure; an existing output is replaced only with ``force``).
 """
 
@@ -29,8 +30,10 @@ from typing import Any
 import numpy as np
 
 from reidctl.artifacts import sidecar_path, write_sidecar
+from reidctl.artifacts.sidecar import facts_from_dict
 from reidctl.errors import InputError, ShapeMismatchError, ValidationError
 from reidctl.io import atomic_path, refuse_existing, sha256_file
+from reidctl.runners.facts import set_onnx_facts
 
 DEFAULT_OPSET = 17
 VALIDATION_BATCHES = (1, 3, 32)
@@ -278,6 +281,32 @@ def onnx_from_torch(
             proto = simplified
         _set_batch_dim(proto, [*in_names, *out_names], static_batch)
         onnx.checker.check_model(proto, full_check=True)
+        batch_dim: int | str = static_batch if static_batch else "batch"
+        out_specs = {o.name: o for o in spec.outputs}
+        # families whose output size follows the checkpoint report it themselves
+        own_shapes = getattr(module, "output_shapes", {})
+        outputs = []
+        for name in out_names:
+            shape = [batch_dim, *list(own_shapes.get(name, out_specs[name].shape[1:]))]
+            if name == "logits" and loaded.num_classes:
+                shape = [batch_dim, loaded.num_classes]
+            outputs.append({"name": name, "shape": shape, "dtype": "float32"})
+        preprocess = pre.to_dict()
+        preprocess["normalize_in_graph"] = fold_normalize
+        facts: dict[str, Any] = {
+            "model": model,
+            "preprocess": preprocess,
+            "inputs": [
+                {"name": "image", "shape": [batch_dim, 3, pre.height, pre.width], "dtype": in_dtype}
+            ]
+            + (
+                [{"name": "camera", "shape": [batch_dim], "dtype": "int64"}] if takes_camera else []
+            ),
+            "outputs": outputs,
+            "feature": spec.feature,
+            "l2_normalize": spec.l2_normalize,
+        }
+        set_onnx_facts(proto, facts_from_dict(facts, f"facts of {model}"))
         onnx.save(proto, str(tmp))
 
         batches = (static_batch,) if static_batch else validate_batches
@@ -292,31 +321,9 @@ def onnx_from_torch(
             num_cameras=num_cameras if takes_camera else 0,
         )
         model_sha = sha256_file(tmp)
-        batch_dim: int | str = static_batch if static_batch else "batch"
-        out_specs = {o.name: o for o in spec.outputs}
-        # families whose output size follows the checkpoint report it themselves
-        own_shapes = getattr(module, "output_shapes", {})
-        outputs = []
-        for name in out_names:
-            shape = [batch_dim, *list(own_shapes.get(name, out_specs[name].shape[1:]))]
-            if name == "logits" and loaded.num_classes:
-                shape = [batch_dim, loaded.num_classes]
-            outputs.append({"name": name, "shape": shape, "dtype": "float32"})
-        preprocess = pre.to_dict()
-        preprocess["normalize_in_graph"] = fold_normalize
         sidecar: dict[str, Any] = {
-            "model": model,
+            **facts,
             "weights": loaded.weights_info(),
-            "preprocess": preprocess,
-            "inputs": [
-                {"name": "image", "shape": [batch_dim, 3, pre.height, pre.width], "dtype": in_dtype}
-            ]
-            + (
-                [{"name": "camera", "shape": [batch_dim], "dtype": "int64"}] if takes_camera else []
-            ),
-            "outputs": outputs,
-            "feature": spec.feature,
-            "l2_normalize": spec.l2_normalize,
             "opset": opset,
             "static_batch": static_batch,
             "validation": {

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from pathlib import Path
 
-from reidctl.artifacts.sidecar import sidecar_preprocess
-from reidctl.errors import InputError
+from reidctl.artifacts.sidecar import sidecar_path, sidecar_preprocess
+from reidctl.errors import FormatError, InputError
 from reidctl.preprocess.transform import DTYPES
 from reidctl.specs import IMAGENET_MEAN, IMAGENET_STD, PreprocessSpec
 
@@ -48,8 +49,20 @@ def parse_triple(text: str | Sequence[float], what: str) -> tuple[float, float, 
 def spec_from_sidecar(path: str | os.PathLike[str]) -> PreprocessSpec:
     """The ``preprocess`` block of a model sidecar (``model.onnx.json``).
 
-    A model file (``model.onnx``) is accepted too: its sidecar beside it is read.
+    A model file (``model.onnx``) is accepted too: its sidecar beside it is read, or, when it
+    has none, the facts stored in its ONNX metadata (``reidctl.facts``).
     """
+    p = Path(path)
+    if p.suffix.lower() == ".onnx" and not sidecar_path(p).is_file() and p.is_file():
+        from reidctl.runners.facts import sidecar_or_none
+
+        side = sidecar_or_none(p)
+        if side is None:
+            raise FormatError(
+                f"{p} has no sidecar and no reidctl facts in its metadata; describe it once "
+                "with `reidctl adopt` or give --size, --mean, --std"
+            )
+        return side.preprocess
     return sidecar_preprocess(path)
 
 

@@ -8,7 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from reidctl.artifacts import ManifestEntry, read_sidecar, write_manifest, write_sidecar
+from reidctl.artifacts import (
+    ManifestEntry,
+    ModelSidecar,
+    read_sidecar,
+    write_manifest,
+    write_sidecar,
+)
 from reidctl.commands.convert.int8 import command as int8_command
 from reidctl.convert import int8
 from reidctl.errors import AccuracyGuardError, FormatError, InputError, OutputExistsError
@@ -167,6 +173,12 @@ def test_quantise_writes_qdq_model_and_sidecar(setup, tmp_path) -> None:
     assert conv["format"] == "QDQ" and conv["per_channel"] is True
     assert conv["calibration"]["samples"] == 16 and conv["method"] == "minmax"
     assert "validation" not in side
+    # the model facts travel inside the INT8 file too, equal to its sidecar's
+    from reidctl.runners.facts import FACTS_KEY, facts_from_proto
+
+    stored = facts_from_proto(q)
+    assert stored is not None and [p.key for p in q.metadata_props].count(FACTS_KEY) == 1
+    assert stored == ModelSidecar.from_dict(side).facts
 
     # deterministic: the same inputs give the same bytes
     again = tmp_path / "again" / "tiny.int8.onnx"

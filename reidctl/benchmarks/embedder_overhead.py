@@ -1,0 +1,130 @@
+"""Overhead of :class:`reidctl.Embedder` against the bare runner fed by the same transform.
+
+Both take the same decoded BGR uint8 crops (synthetic, of varied sizes, seeded) and run the
+same ONNX model (``osnet_x0_25``, random weights: throughput does not depend on them) with
+the ``ort`` runner at the same batch size and threads:
+
+* bare: :class:`ImageTransform` into a preallocated ``[B, 3, H, W]`` buffer, then
+  ``runner.infer_rows``;
+* Embedder: ``Embedder.embed(crops)`` (input checks, the same transform, the runner, the
+  L2 normalisation the facts ask for).
+
+The two are timed in alternating blocks (the order flips every repeat) in one process, so
+machine load affects both alike; each figure is the median over repeats, with the spread
+(min..max) of the per-repeat ratio. The transform alone is timed too: the preprocessing
+share of each call. Goal: Embedder within 5 % of the bare runner at batch 1 and 32.
+
+    python -m reidctl.benchmarks.embedder_overhead [--images 256] [--repeats 5] [--threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+
+def make_crops(n: int, seed: int = 0) -> list[np.ndarray]:
+    """``n`` BGR uint8 crops of person-like sizes (96..192 x 40..96 pixels)."""
+    rng = np.random.default_rng(seed)
+    return [
+        rng.integers(0, 256, (int(rng.integers(96, 193)), int(rng.integers(40, 97)), 3), np.uint8)
+        for _ in range(n)
+    ]
+
+
+def measure(
+    model: Path, crops: list[np.ndarray], bs: int, threads: int, repeats: int
+) -> dict[str, float]:
+    """Median images/s of the bare runner and of the Embedder at batch ``bs``, the
+    per-repeat ratio (median, min, max) and the transform's median ms per image."""
+    from reidctl import Embedder
+    from reidctl.preprocess.transform import ImageTransform, TensorSettings
+    from reidctl.runners import get_runner
+
+    emb = Embedder(model, batch_size=bs, threads=threads)
+    transform = ImageTransform(TensorSettings(emb.preprocess))
+    runner = get_runner("ort")(str(model), threads=threads).activate()
+    name = runner.input_specs()[0].name
+    buf = np.empty((bs, *transform.settings.shape), np.float32)
+
+    def bare() -> None:
+        for s in range(0, len(crops), bs):
+            chunk = crops[s : s + bs]
+            for j, c in enumerate(chunk):
+                transform(c, buf[j])
+            runner.infer_rows({name: buf[: len(chunk)]})
+
+    def embedder() -> None:
+        for s in range(0, len(crops), bs):
+            emb.embed(crops[s : s + bs])
+
+    bare()  # warm-up: first-run allocations
+    embedder()
+    rates: dict[str, list[float]] = {"bare": [], "emb": []}
+    ratios, prep_ms = [], []
+    for r in range(repeats):
+        order = [("bare", bare), ("emb", embedder)]
+        for key, fn in order if r % 2 == 0 else order[::-1]:
+            t0 = time.perf_counter()
+            fn()
+            rates[key].append(len(crops) / (time.perf_counter() - t0))
+        t0 = time.perf_counter()
+        for c in crops:
+            transform(c, buf[0])
+        prep_ms.append((time.perf_counter() - t0) / len(crops) * 1e3)
+        ratios.append(rates["emb"][-1] / rates["bare"][-1])
+    emb.close()
+    runner.deactivate()
+    return {
+        "bare": statistics.median(rates["bare"]),
+        "embedder": statistics.median(rates["emb"]),
+        "ratio": statistics.median(ratios),
+        "ratio_min": min(ratios),
+        "ratio_max": max(ratios),
+        "preprocess_ms": statistics.median(prep_ms),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--images", type=int, default=256, help="crops per block (default 256)")
+    ap.add_argument("--bs", default="1,32", help="batch sizes (default 1,32)")
+    ap.add_argument("--repeats", type=int, default=5, help="alternating repeats (default 5)")
+    ap.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1)")
+    ap.add_argument("--workdir", type=Path, default=None, help="keep the model here")
+    args = ap.parse_args(argv)
+
+    from reidctl.bench import cpu_model
+    from reidctl.convert.onnx import onnx_from_torch
+
+    with tempfile.TemporaryDirectory(prefix="reidctl-bench-") as tmp:
+        work = args.workdir or Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        model = work / "osnet_x0_25.onnx"
+        if not model.exists():
+            print("exporting osnet_x0_25 (random weights) ...", file=sys.stderr)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                onnx_from_torch("osnet_x0_25", model, validate_batches=(1,))
+        crops = make_crops(args.images)
+        print(f"cpu: {cpu_model()}; threads {args.threads}; {args.images} crops per block")
+        print("bs  bare img/s  Embedder img/s  ratio (median, min..max)  preprocess ms/img")
+        for bs in [int(b) for b in args.bs.split(",")]:
+            r = measure(model, crops, bs, args.threads, args.repeats)
+            print(
+                f"{bs:<3} {r['bare']:>10.1f}  {r['embedder']:>14.1f}  "
+                f"{r['ratio']:>6.3f} ({r['ratio_min']:.3f}..{r['ratio_max']:.3f})"
+                f"{'':>14}{r['preprocess_ms']:.3f}"
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
