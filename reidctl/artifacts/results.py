@@ -43,7 +43,8 @@ class RunRecord:
     """``run.json``: how a result directory was made. Times in seconds, latency in ms.
 
     ``engine`` is ``None`` for a single-process run (then left out of the file), else the
-    distributed engine's record (name, workers, shards, ...).
+    distributed engine's record (name, workers, shards, ...). ``camera`` (a camera-aware
+    model's only) is how the ``camera`` input was computed from the manifest's camids.
     """
 
     backend: str
@@ -62,6 +63,7 @@ class RunRecord:
     dump: Mapping[str, Any] | None = None
     versions: Mapping[str, str] = field(default_factory=dict)
     engine: Mapping[str, Any] | None = None
+    camera: Mapping[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         lat = self.latencies_s
@@ -87,6 +89,8 @@ class RunRecord:
         }
         if self.engine is not None:
             d["engine"] = dict(self.engine)
+        if self.camera is not None:
+            d["camera"] = dict(self.camera)
         return d
 
 

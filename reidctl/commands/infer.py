@@ -54,6 +54,14 @@ from reidctl.commands._options import (
     default=None,
     help="torch: cpu|cuda[:N]; trt, ort-cuda: cuda:N; acl, ais_bench: NPU id.",
 )
+@click.option(
+    "--camera-offset",
+    type=int,
+    default=None,
+    help="Camera-aware models: camera input = camid - N.  [default: the preprocessed set's "
+    "first camera number (meta.json first_camera, 1 for market1501, dukemtmc, msmt17, "
+    "cuhk03), else the sidecar's first_camera]",
+)
 @click.option("--fp16", is_flag=True, help="torch on CUDA: half-precision weights and inputs.")
 @click.option("--channels-last", is_flag=True, help="torch: NHWC memory format.")
 @click.option(
@@ -118,6 +126,7 @@ def infer(
     index_base: int,
     feature: str | None,
     device: str | None,
+    camera_offset: int | None,
     fp16: bool,
     channels_last: bool,
     precision: str | None,
@@ -139,6 +148,10 @@ def infer(
     trimmed). RESULTS/run.json is written last; `reidctl eval RESULTS` reads the directory.
     Only the options a back end understands may be given (e.g. --precision is openvino's).
 
+    A camera-aware model (inputs image and camera) gets camera = camid - first camera per
+    manifest entry (--camera-offset overrides); a camid outside the model's cameras stops
+    the run before inference, naming the image.
+
     --engine ray hands shards of whole batches to Ray actors and writes the same result
     directory (CPU ort features byte-identical), with an `engine` record in run.json; the
     model and PREP_DIR must be at the same path on every node. A crashed run continues
@@ -149,6 +162,7 @@ def infer(
       reidctl infer osnet.onnx prep/ -o results/
       reidctl infer osnet.onnx prep/ -o results-ov/ --backend openvino --threads 2
       reidctl infer osnet.onnx prep/ -o results-pt/ --backend torch
+      reidctl infer transreid.onnx prep/ -o results-tr/ --camera-offset 1
       reidctl infer osnet.om prep/ -o results-npu/ --dump bin --index-base 1
       reidctl infer osnet.onnx prep/ -o results/ --engine ray --workers 4
       reidctl infer osnet.onnx prep/ -o results/ --engine ray --address auto --resume
@@ -176,6 +190,7 @@ def infer(
         progress=True,
         threads=threads,
         device=device,
+        camera_offset=camera_offset,
         fp16=fp16,
         channels_last=channels_last,
         precision=precision,

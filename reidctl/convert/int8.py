@@ -42,12 +42,14 @@ from reidctl.artifacts import (
     ModelSidecar,
     PrepSet,
     ResultDir,
+    read_prep_meta,
     read_sidecar,
     sidecar_path,
 )
 from reidctl.errors import AccuracyGuardError, FormatError, InputError
 from reidctl.io import refuse_existing, sha256_file
 from reidctl.platform import u8s8_saturates
+from reidctl.runners.cameras import CAMERA_INPUT, CameraRule, camera_rule
 from reidctl.runners.facts import sidecar_or_none, write_onnx_facts
 
 METHODS = ("minmax", "entropy", "percentile")
@@ -88,7 +90,10 @@ class PrepCalibrationReader:
     Yields ``{input_name: array [b, C, H, W]}`` batches of ``batch_size`` rows (the last
     may be smaller; with a static-batch model pass that batch and the last partial batch
     is dropped) drawn from ``samples`` tensors spread over the manifest. Tensors are read as
-    ``meta.json`` says (dtype, shape; docs/formats.md section 2).
+    ``meta.json`` says (dtype, shape; docs/formats.md section 2). With ``camera`` (a
+    camera-aware model's :class:`~reidctl.runners.cameras.CameraRule`) each batch also
+    holds ``camera``: the entries' camids through the rule, as ``reidctl infer`` feeds them
+    (every selected entry is checked up front).
     """
 
     def __init__(
@@ -100,6 +105,7 @@ class PrepCalibrationReader:
         batch_size: int = DEFAULT_CALIB_BATCH,
         static_batch: bool = False,
         progress: bool = False,
+        camera: CameraRule | None = None,
     ) -> None:
         self.prep_dir = Path(prep_dir)
         self.prep = PrepSet.open(self.prep_dir)
@@ -117,6 +123,9 @@ class PrepCalibrationReader:
                 f"the model has a static batch of {batch_size} but only {len(self.files)} "
                 f"calibration tensors were selected from {self.prep_dir}; use more --samples"
             )
+        self.camera = camera
+        if camera is not None:
+            camera.indices([self.prep.entries[i] for i in self.files], self.prep.root)
         self.progress = progress
         self._bar: Any = None
         self._pos = 0
@@ -139,7 +148,11 @@ class PrepCalibrationReader:
         self._pos += len(chunk)
         if self._bar is not None:
             self._bar.update(1)
-        return {self.input_name: self.prep.read_batch(chunk)}
+        from reidctl.runners.infer import batch_feeds
+
+        entries = [self.prep.entries[i] for i in chunk]
+        batch = self.prep.read_batch(chunk)
+        return batch_feeds(self.input_name, batch, entries, self.camera, self.prep.root)
 
     def rewind(self) -> None:
         self._pos = 0
@@ -281,6 +294,7 @@ def accuracy_guard(
     batch_size: int = 32,
     threads: int | None = None,
     progress: bool = False,
+    camera_offset: int | None = None,
 ) -> GuardResult:
     """Run both models over ``eval_dir`` (a labelled preprocessed set), evaluate both with
     the default settings of :func:`reidctl.evaluate.evaluate_results`, compare features.
@@ -288,7 +302,9 @@ def accuracy_guard(
     ``max_map_drop`` is in points (1 point = 0.01 mAP); the returned result has ``passed``
     False when the INT8 mAP is lower than FP32's by more than that (raising is left to the
     caller, which decides whether to keep the model). Result directories go to ``work_dir``.
-    ``progress`` shows a progress bar (stderr) while each model runs over the set.
+    ``progress`` shows a progress bar (stderr) while each model runs over the set. A
+    camera-aware model gets the manifest's cameras as ``reidctl infer`` feeds them
+    (``camera_offset`` as its ``--camera-offset``).
     """
     from reidctl.evaluate.results import evaluate_results
     from reidctl.runners.comparator import compare
@@ -309,6 +325,7 @@ def accuracy_guard(
             backend=backend,
             batch_size=batch_size,
             progress=progress,
+            camera_offset=camera_offset,
             **options,
         )
         metrics[tag] = _summary_metrics(evaluate_results(out))
@@ -342,16 +359,20 @@ def _check_output(output: Path, force: bool) -> None:
     output.parent.mkdir(parents=True, exist_ok=True)
 
 
-def _input_of(model: Any) -> tuple[str, int | None]:
+def _input_of(model: Any) -> tuple[str, int | None, bool]:
+    """The image input's name, its static batch (``None``: dynamic) and whether the model
+    also takes a ``camera`` input."""
     init = {t.name for t in model.graph.initializer}
     inputs = [i for i in model.graph.input if i.name not in init]
-    if len(inputs) != 1:
+    images = [i for i in inputs if i.name != CAMERA_INPUT]
+    if len(images) != 1:
         raise InputError(
-            f"INT8 calibration feeds one input; the model has {len(inputs)}: "
-            f"{[i.name for i in inputs]}"
+            f"INT8 calibration feeds one image input (and optionally {CAMERA_INPUT!r}); the "
+            f"model has {len(inputs)}: {[i.name for i in inputs]}"
         )
-    dim0 = inputs[0].type.tensor_type.shape.dim[0]
-    return inputs[0].name, (dim0.dim_value if dim0.HasField("dim_value") else None)
+    dim0 = images[0].type.tensor_type.shape.dim[0]
+    static = dim0.dim_value if dim0.HasField("dim_value") else None
+    return images[0].name, static, len(inputs) == 2
 
 
 def quantize_onnx(
@@ -366,8 +387,13 @@ def quantize_onnx(
     reduce_range: bool | None = None,
     calib_batch: int = DEFAULT_CALIB_BATCH,
     progress: bool = False,
+    camera_offset: int | None = None,
 ) -> dict[str, Any]:
     """Pre-process and statically quantise ``model_file`` into ``output`` (QDQ, U8S8).
+
+    A camera-aware model is calibrated with the manifest's cameras (``camid - offset``,
+    :func:`reidctl.runners.cameras.camera_rule` of its sidecar, the calibration set and
+    ``camera_offset``).
 
     ``reduce_range=None`` (the default) quantises weights to 7 bits exactly where this CPU's
     uint8 x int8 kernels can saturate (x86 without VNNI, see
@@ -404,8 +430,13 @@ def quantize_onnx(
                 f"{str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}"
             ) from e
         model = onnx.load(str(pre))
-        input_name, static = _input_of(model)
+        input_name, static, takes_camera = _input_of(model)
         excluded = resolve_exclusions(model, exclude)
+        camera = None
+        if takes_camera:
+            camera = camera_rule(
+                sidecar_or_none(Path(model_file)), read_prep_meta(calib_dir), camera_offset
+            )
         reader = PrepCalibrationReader(
             calib_dir,
             input_name,
@@ -413,6 +444,7 @@ def quantize_onnx(
             batch_size=static or calib_batch,
             static_batch=static is not None,
             progress=progress,
+            camera=camera,
         )
         root_logger, drop = logging.getLogger(), _DropAxisNotes()
         root_logger.addFilter(drop)
@@ -463,6 +495,7 @@ def quantize_onnx(
             "dir": str(Path(calib_dir).resolve()),
             "samples": len(reader.files),
             "batch_size": reader.batch_size,
+            **({"camera": camera.to_dict()} if camera is not None else {}),
         },
         "exclude": [e for e in exclude if e.strip()],
         "excluded_nodes": excluded,
@@ -487,6 +520,7 @@ def int8_from_onnx(
     force: bool = False,
     progress: bool = False,
     on_stage: Callable[[str], None] | None = None,
+    camera_offset: int | None = None,
 ) -> dict[str, Any]:
     """Quantise ``model_file`` (an ONNX with its sidecar) to ``output`` and write its sidecar.
 
@@ -495,6 +529,8 @@ def int8_from_onnx(
     leaves ``output`` untouched. A :class:`SameSetWarning` is issued when the calibration
     and evaluation sets share images. ``on_stage`` receives a line as each stage starts.
     Returns the new sidecar (``conversion.accuracy_guard`` holds the guard's figures).
+    A camera-aware model is calibrated and guarded with the manifests' cameras
+    (``camid - offset``; ``camera_offset`` overrides the sets' first camera number).
     """
     model_file, output, calib_dir = Path(model_file), Path(output), Path(calib_dir)
     if not model_file.is_file():
@@ -532,6 +568,7 @@ def int8_from_onnx(
             per_channel=per_channel,
             reduce_range=reduce_range,
             progress=progress,
+            camera_offset=camera_offset,
         )
         write_onnx_facts(staged, source_sidecar.facts)
         sidecar = source_sidecar.with_fields(
@@ -552,6 +589,7 @@ def int8_from_onnx(
                 max_map_drop=max_map_drop,
                 threads=threads,
                 progress=progress,
+                camera_offset=camera_offset,
             )
             conversion["accuracy_guard"] = guard.to_dict()
             if not guard.passed:

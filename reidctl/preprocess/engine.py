@@ -38,7 +38,13 @@ from reidctl.artifacts import (
 from reidctl.artifacts.prep import TMP_SUFFIX
 from reidctl.errors import BadDataError, FormatError, InputError, OutputExistsError
 from reidctl.io import write_json_atomic
-from reidctl.preprocess.layouts.base import DEFAULT_SPLITS, Layout, Record, scan_layout
+from reidctl.preprocess.layouts.base import (
+    DEFAULT_SPLITS,
+    Layout,
+    Record,
+    layout_first_camera,
+    scan_layout,
+)
 from reidctl.preprocess.transform import (
     BadImageError,
     ImageTransform,
@@ -473,6 +479,7 @@ def finalize_output(
         counts[e.split] += 1
     meta = {
         "layout": layout,
+        "first_camera": layout_first_camera(layout),
         "root": str(root),
         "splits": list(splits),
         "preprocess": spec.to_dict(),

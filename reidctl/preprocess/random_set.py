@@ -34,6 +34,7 @@ def write_random_prep(
         entries,
         {
             "layout": "synthetic",
+            "first_camera": 1,
             "root": str(out),
             "splits": ["query", "gallery"],
             "preprocess": PreprocessSpec(height=height, width=width).to_dict(),

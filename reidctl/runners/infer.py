@@ -44,6 +44,7 @@ from reidctl.errors import (
 from reidctl.io import sha256_file
 from reidctl.runners import get_runner, runner_for_file
 from reidctl.runners.base import Runner
+from reidctl.runners.cameras import CAMERA_INPUT, CameraRule, camera_rule, split_inputs
 from reidctl.runners.facts import derive_facts, output_specs, sidecar_or_none
 from reidctl.runners.options import check_options as check_options  # re-exported
 from reidctl.specs import TensorSpec
@@ -78,19 +79,27 @@ def infer_entries(
     batch_size: int = 32,
     *,
     input_name: str | None = None,
+    camera: CameraRule | None = None,
     progress: bool = False,
 ) -> dict[str, np.ndarray]:
     """Run ``entries`` (rows of the preprocessed set ``prep``) through an active ``runner``.
 
     Reads ``batch_size`` tensors at a time on a background thread, one batch ahead of the
-    runner, so file I/O overlaps inference. ``input_name`` defaults to the model's single
-    input. With ``progress`` a tqdm bar (images/s) goes to stderr. Returns
+    runner, so file I/O overlaps inference. ``input_name`` defaults to the model's image
+    input. A camera-aware model's ``camera`` input gets ``camera.indices`` of each batch's
+    entries (:mod:`reidctl.runners.cameras`; default: :func:`camera_rule` of the model's
+    sidecar and ``prep``). With ``progress`` a tqdm bar (images/s) goes to stderr. Returns
     ``{output name: array}`` with row ``i`` belonging to ``entries[i]``.
     """
     if batch_size < 1:
         raise InputError(f"batch size must be a positive integer, got {batch_size}")
+    image, camera_spec = split_inputs(runner.input_specs(), runner.model_file)
     if input_name is None:
-        input_name = single_input(runner).name
+        input_name = image.name
+    if camera_spec is None:
+        camera = None
+    elif camera is None:
+        camera = camera_rule(sidecar_or_none(Path(runner.model_file)), prep.meta)
     chunks = list(_chunks(entries, batch_size))
     results: dict[str, np.ndarray] = {}
     bar = None
@@ -110,7 +119,7 @@ def infer_entries(
                 batch = pending.result()  # type: ignore[union-attr]
                 if i + 1 < len(chunks):
                     pending = read(chunks[i + 1])
-                out = runner.infer_rows({input_name: batch})
+                out = runner.infer_rows(batch_feeds(input_name, batch, chunk, camera, prep.root))
                 if not results:
                     results = {
                         k: np.empty((len(entries), *v.shape[1:]), dtype=v.dtype)
@@ -127,15 +136,49 @@ def infer_entries(
     return results
 
 
+def batch_feeds(
+    input_name: str,
+    batch: np.ndarray,
+    entries: Sequence[ManifestEntry],
+    camera: CameraRule | None = None,
+    root: Path | None = None,
+) -> dict[str, np.ndarray]:
+    """The runner feeds of one batch: ``batch`` (``[b, C, H, W]``, row ``i`` the tensor of
+    ``entries[i]``) as ``input_name``, plus for a camera-aware model (``camera`` given) the
+    ``camera`` input, int64 ``[b]``, from the entries' camids (errors name the image under
+    ``root``)."""
+    feeds = {input_name: batch}
+    if camera is not None:
+        feeds[CAMERA_INPUT] = camera.indices(entries, root)
+    return feeds
+
+
 def single_input(runner: Runner) -> TensorSpec:
-    """The model's only input; :class:`InputError` for multi-input models."""
-    specs = runner.input_specs()
-    if len(specs) != 1:
-        raise InputError(
-            f"{runner.model_file} has {len(specs)} inputs ({', '.join(s.name for s in specs)}); "
-            "reidctl infer feeds one image tensor per row"
-        )
-    return specs[0]
+    """The model's image input; :class:`InputError` unless the model has one image input
+    and at most a ``camera`` input besides it."""
+    return split_inputs(runner.input_specs(), runner.model_file)[0]
+
+
+def resolve_camera(
+    specs: Sequence[TensorSpec],
+    rule: CameraRule | None,
+    prep: PrepSet,
+    model_file: str | os.PathLike[str],
+) -> CameraRule | None:
+    """The camera rule a model with inputs ``specs`` runs with over ``prep``: ``None``
+    without a ``camera`` input (then a ``--camera-offset`` rule is refused), else ``rule``
+    (default: :func:`camera_rule` of ``prep`` alone), checked on every entry first so that
+    an invalid camid fails before any inference (:class:`InputError` naming the image)."""
+    if not any(s.name == CAMERA_INPUT for s in specs):
+        if rule is not None and rule.source == "--camera-offset":
+            raise InputError(
+                f"--camera-offset applies to camera-aware models; {model_file} takes no "
+                f"{CAMERA_INPUT!r} input"
+            )
+        return None
+    rule = rule or camera_rule(None, prep.meta)
+    rule.indices(prep.entries, prep.root)
+    return rule
 
 
 def check_input_matches(spec: TensorSpec, meta: dict[str, Any], model_file: str) -> None:
@@ -242,6 +285,8 @@ class InferJob:
     options: dict[str, Any]
     batch_size: int
     progress: bool = False
+    #: how manifest camids become a camera-aware model's ``camera`` input
+    camera: CameraRule | None = None
 
 
 @dataclass
@@ -287,6 +332,7 @@ class LocalExecutor:
         with job.runner_cls(str(job.model_file), **job.options) as runner:
             spec = single_input(runner)
             check_input_matches(spec, job.prep.meta, str(job.model_file))
+            camera = resolve_camera(runner.input_specs(), job.camera, job.prep, job.model_file)
             setup_s = time.perf_counter() - t_start
             t0 = time.perf_counter()
             outputs = infer_entries(
@@ -295,6 +341,7 @@ class LocalExecutor:
                 job.prep.entries,
                 job.batch_size,
                 input_name=spec.name,
+                camera=camera,
                 progress=job.progress,
             )
             wall_s = time.perf_counter() - t0
@@ -324,6 +371,7 @@ def run_inference(
     feature: str | None = None,
     progress: bool = False,
     executor: InferExecutor | None = None,
+    camera_offset: int | None = None,
     **runner_options: Any,
 ) -> dict[str, Any]:
     """Run ``model_file`` over the preprocessed set ``prep_dir``; write ``out_dir``.
@@ -334,7 +382,11 @@ def run_inference(
     (``"bin"``/``"txt"``) also writes the vendor-tool layout ``dump/<stem>_<k>.<ext>``,
     ``k`` from ``index_base``. ``feature`` overrides the retrieval feature recorded in
     ``model.json``. ``executor`` runs the runners (default :class:`LocalExecutor`: one, in
-    this process). ``runner_options`` go to the runner (``threads``, ``device``, ``fp16``,
+    this process). A camera-aware model's ``camera`` input is ``camid - offset`` per
+    manifest entry, ``offset`` being ``camera_offset`` or else the set's first camera
+    number (:func:`reidctl.runners.cameras.camera_rule`); a camid outside the model's
+    cameras raises :class:`InputError` naming the image before any inference.
+    ``runner_options`` go to the runner (``threads``, ``device``, ``fp16``,
     ``channels_last``, ``precision``, ``model``, ``weights``, ...); unset
     (``None``/``False``) ones are ignored.
 
@@ -352,10 +404,22 @@ def run_inference(
         cls = runner_class(model_file, backend)
     options = executor.runner_options(cls, check_options(cls, runner_options))
     sidecar = sidecar_or_none(model_file)
+    camera = camera_rule(sidecar, prep.meta, camera_offset)
+    if sidecar is not None:  # fail before any runner starts
+        camera = resolve_camera(sidecar.inputs, camera, prep, model_file)
     job = InferJob(
-        model_file, sha256_file(model_file), prep, out_dir, cls, options, batch_size, progress
+        model_file,
+        sha256_file(model_file),
+        prep,
+        out_dir,
+        cls,
+        options,
+        batch_size,
+        progress,
+        camera,
     )
     done = executor.run(job)
+    takes_camera = any(s.name == CAMERA_INPUT for s in done.inputs)
     check_output_names(list(done.outputs))
     facts = sidecar or derive_facts(
         model_file,
@@ -387,6 +451,7 @@ def run_inference(
             **cls.versions(),
         },
         engine=done.engine,
+        camera=camera.to_dict() if takes_camera and camera is not None else None,
     )
     return write_results(out_dir, prep, done.outputs, facts, run, dump, index_base).run
 

@@ -339,10 +339,12 @@ class InferWorker:
         runner_cls: Any,
         options: dict[str, Any],
         batch_size: int,
+        camera: Any = None,
     ) -> None:
-        from reidctl.runners.infer import check_input_matches, single_input
+        from reidctl.runners.infer import check_input_matches, resolve_camera, single_input
 
         self.batch_size = batch_size
+        self.camera = None
         self.error: ReidctlError | None = None
         self.runner = None
         try:
@@ -350,6 +352,9 @@ class InferWorker:
             self.runner = runner_cls(model_file, **options).activate()
             self.input = single_input(self.runner)
             check_input_matches(self.input, self.prep.meta, model_file)
+            self.camera = resolve_camera(
+                self.runner.input_specs(), camera, self.prep, model_file
+            )
         except ReidctlError as e:
             self.error = e
 
@@ -379,6 +384,7 @@ class InferWorker:
             self.prep.entries[start:stop],
             self.batch_size,
             input_name=self.input.name,
+            camera=self.camera,
         )
         return out, list(self.runner.latencies_s[before:])
 
@@ -480,6 +486,8 @@ class RayExecutor:
             "batch_size": batch_size,
             "manifest_sha256": sha256_file(job.prep.path / MANIFEST_NAME),
         }
+        if getattr(job, "camera", None) is not None:
+            key_base["camera_offset"] = job.camera.offset
         keys = [json.dumps({**key_base, "rows": [a, b]}, sort_keys=True) for a, b in shards]
         results: dict[int, dict[str, np.ndarray]] = {}
         if self.resume:
@@ -505,7 +513,8 @@ class RayExecutor:
                 max_task_retries=0,  # the driver resubmits, preferring another worker
             )(InferWorker)
             args = (str(job.model_file), str(job.prep.path), job.runner_cls, job.options)
-            actors = [actor_cls.remote(*args, batch_size) for _ in range(n_workers)]
+            camera = getattr(job, "camera", None)
+            actors = [actor_cls.remote(*args, batch_size, camera) for _ in range(n_workers)]
             try:
                 described = _describe_all(ray, actors, self.max_retries)
                 setup_s = time.perf_counter() - t_start

@@ -75,6 +75,13 @@ from reidctl.convert.int8 import DEFAULT_SAMPLES, METHODS, SameSetWarning, int8_
     help="Fail (exit 1, nothing written) if INT8 mAP is lower by more than this many points "
     "(1 point = 0.01 mAP). Needs --eval.",
 )
+@click.option(
+    "--camera-offset",
+    type=int,
+    default=None,
+    help="Camera-aware models: camera input = camid - N for calibration and the guard, as "
+    "`reidctl infer --camera-offset`.  [default: each set's first camera number]",
+)
 @threads_option("onnxruntime threads for the guard.")
 @force_option("Overwrite an existing output and sidecar.")
 def command(
@@ -88,6 +95,7 @@ def command(
     reduce_range: bool | None,
     eval_dir: Path | None,
     max_map_drop: float | None,
+    camera_offset: int | None,
     threads: int | None,
     force: bool,
 ) -> None:
@@ -98,6 +106,8 @@ def command(
     ranges are calibrated on --samples tensors of --calib. With --eval, FP32 and INT8 both run
     over that labelled set and the command prints the change in rank-1 and mAP (points) and the
     mean cosine between FP32 and INT8 features; --max-map-drop turns that into a gate.
+    A camera-aware model (inputs image and camera) is calibrated and guarded with the
+    manifests' cameras (camid - first camera), as `reidctl infer` feeds them.
 
     \b
     Examples:
@@ -127,6 +137,7 @@ def command(
             eval_dir=eval_dir,
             max_map_drop=max_map_drop,
             threads=threads,
+            camera_offset=camera_offset,
             force=force,
             progress=True,
             on_stage=lambda line: click.echo(f"  {line}", err=True),

@@ -9,7 +9,9 @@ Conventions shared by every layout (those of Market-1501, see ``docs/formats.md`
 
 * ``pid`` ``-1`` is junk (dropped by :func:`scan_layout`), ``0`` a distractor that may sit in
   the gallery but is never a query;
-* ``camid`` is the camera number as written in the file name (1-based);
+* ``camid`` is the camera number as written in the file name; :attr:`Layout.first_camera`
+  is the number of a dataset's first camera (1 for every built-in dataset), recorded in
+  ``meta.json`` so that a camera-aware model gets ``camid - first_camera`` as its index;
 * ``source`` is the image path relative to the resolved dataset root, with ``/`` separators;
 * records of one split come sorted by ``source``.
 """
@@ -72,6 +74,8 @@ class Layout(ABC):
     name: ClassVar[str] = ""
     #: the file-name pattern in words, quoted in errors, e.g. ``"PPPP_cCsS_FFFFFF_NN.jpg"``
     pattern_help: ClassVar[str] = ""
+    #: the camera number of the dataset's first camera (``None``: the names decide)
+    first_camera: ClassVar[int | None] = 1
 
     def resolve_root(self, root: Path) -> Path:
         """The folder that holds the dataset (``root`` itself or a known sub-folder).
@@ -111,6 +115,13 @@ def get_layout(name: str) -> Layout:
         return _LAYOUTS[name]()
     except KeyError:
         raise UnknownNameError("layout", name, _LAYOUTS) from None
+
+
+def layout_first_camera(name: str) -> int | None:
+    """The first camera number of the layout registered as ``name``; ``None`` for an
+    unknown name or a layout whose file names decide (``folder``)."""
+    factory = _LAYOUTS.get(name)
+    return None if factory is None else factory().first_camera
 
 
 def list_layouts() -> list[str]:

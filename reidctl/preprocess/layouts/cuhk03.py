@@ -24,8 +24,9 @@ class CUHK03(Layout):
         - identities: 1,467 (767 train, 700 test).
         - images (detected): 7,365 train; 1,400 query; 5,332 gallery.
         - images (labeled): 7,368 train; 1,400 query; 5,328 gallery.
-        - cameras: 10, as 5 pairs; the camid stored is the view within its pair (1 or 2),
-          which is all the protocol needs since an identity appears in one pair only.
+        - cameras: 10, as 5 pairs; the camid stored is the view within its pair (1 or 2,
+          first camera 1), which is all the protocol needs since an identity appears in
+          one pair only.
 
     ``--root`` holds ``cuhk03_new_protocol_config_{detected,labeled}.mat`` (the split:
     ``filelist``, ``labels``, ``train_idx``, ``query_idx``, ``gallery_idx``, 1-based) and

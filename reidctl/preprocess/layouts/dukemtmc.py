@@ -24,7 +24,7 @@ class DukeMTMC(Layout):
         - identities: 1,404 appearing in at least two cameras (702 train, 702 test) plus
           408 that appear in one camera only and serve as gallery distractors (real ids).
         - images: 16,522 train; 2,228 query; 17,661 gallery. No junk.
-        - cameras: 8.
+        - cameras: 8, ``c1``..``c8`` (first camera 1).
 
     ``--root`` may be the dataset folder or a parent holding ``DukeMTMC-reID/``.
     """

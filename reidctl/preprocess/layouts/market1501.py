@@ -24,7 +24,7 @@ class Market1501(Layout):
         - identities: 1,501 (751 train, 750 test) plus distractors.
         - images: 12,936 train; 3,368 query; 19,732 gallery files, of which 3,819 junk
           (pid ``-1``, dropped) leave 15,913, including 2,793 distractors (pid ``0000``).
-        - cameras: 6.
+        - cameras: 6, ``c1``..``c6`` (first camera 1).
 
     File names ``PPPP_cCsS_FFFFFF_NN.jpg``: person id, camera, video sequence, frame, box.
     ``--root`` may be the dataset folder or a parent holding ``Market-1501-v15.09.15/``.

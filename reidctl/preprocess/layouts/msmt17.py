@@ -26,7 +26,7 @@ class MSMT17(Layout):
         - identities: 4,101 (1,041 train, 3,060 test).
         - images: 32,621 train (``list_train.txt``; ``list_val.txt`` is a subset of it and
           is not used); 11,659 query; 82,161 gallery.
-        - cameras: 15.
+        - cameras: 15, ``01``..``15`` (first camera 1).
 
     Paths in the lists are relative to ``train/`` and ``test/`` (V1) or ``mask_train_v2/``
     and ``mask_test_v2/`` (V2), e.g. ``0000/0000_000_01_0303morning_0015_0.jpg 0``. The
