@@ -32,10 +32,9 @@ from reidctl.preprocess.transform import (
     TensorSettings,
     decode_image,
 )
-from reidctl.specs import PreprocessSpec, TensorSpec
+from reidctl.runners.cameras import CAMERA_INPUT, CameraRule, sidecar_cameras, split_inputs
+from reidctl.specs import PreprocessSpec
 
-#: the name of a camera-aware model's second input (int64 ``[batch]``, 0-based camera index)
-CAMERA_INPUT = "camera"
 POOLS = ("mean", "max")
 COLORS = ("bgr", "rgb")
 
@@ -143,7 +142,14 @@ class Embedder:
         self._runner = cls(str(self.model_file), **options)
         self._runner.activate()
         try:
-            self._image, self._camera = self._split_inputs(self._runner.input_specs())
+            self._image, self._camera = split_inputs(
+                self._runner.input_specs(), self.model_file, "the Embedder"
+            )
+            num, first = sidecar_cameras(facts)
+            #: rows of a camera-aware model's SIE table (``None``: not recorded)
+            self.num_cameras: int | None = num if self._camera is not None else None
+            #: the camid of camera index 0 in the training data (sidecar ``first_camera``)
+            self.first_camera: int | None = first if self._camera is not None else None
             dtype = self._image.dtype if self._image.dtype in DTYPES else None
             self.settings = TensorSettings(facts.preprocess, resolve_dtype(facts.preprocess, dtype))
             self._transform = ImageTransform(self.settings)
@@ -153,16 +159,6 @@ class Embedder:
             raise
 
     # ---------------------------------------------------------------- set-up
-    def _split_inputs(self, specs: Sequence[TensorSpec]) -> tuple[TensorSpec, TensorSpec | None]:
-        cameras = [s for s in specs if s.name == CAMERA_INPUT]
-        images = [s for s in specs if s.name != CAMERA_INPUT]
-        if len(images) != 1:
-            raise InputError(
-                f"{self.model_file} has inputs {[s.name for s in specs]}; the Embedder feeds "
-                f"one image tensor and optionally {CAMERA_INPUT!r} (int64 [batch])"
-            )
-        return images[0], (cameras[0] if cameras else None)
-
     def _feature_dim(self) -> int:
         shape = self.facts.facts.output(self.facts.feature).shape[1:]
         if all(isinstance(d, int) for d in shape):
@@ -232,8 +228,12 @@ class Embedder:
         ``color`` order (``"bgr"``, OpenCV's and trackers' convention, or ``"rgb"``), PIL
         images, or one uint8 ``[N, H, W, 3]`` array; any number, run ``batch_size`` at a
         time. ``cameras``: one 0-based camera index per image, for camera-aware models
-        (:attr:`camera_aware`); refused for the others. Rows are L2-normalised when the
-        model's facts say so (``normalize`` overrides, per call). No images: ``[0, D]``.
+        (:attr:`camera_aware`); refused for the others. The index is what ``reidctl infer``
+        feeds for a manifest entry, ``camid - first camera number`` (for the training
+        dataset's numbering: ``camid - self.first_camera``), and must lie in
+        ``0..num_cameras - 1`` (:attr:`num_cameras`, when the sidecar records it). Rows are
+        L2-normalised when the model's facts say so (``normalize`` overrides, per call).
+        No images: ``[0, D]``.
         """
         color = self._check_color(color)
         items = self._as_list(images)
@@ -317,9 +317,9 @@ class Embedder:
                 f"cameras must be {n} integers (one per {per}), got shape {list(arr.shape)} "
                 f"{arr.dtype}"
             )
-        if n and arr.min() < 0:
-            raise InputError(f"cameras are 0-based indices; got {int(arr.min())}")
-        return arr.astype(np.int64)
+        arr = arr.astype(np.int64)
+        CameraRule(0, self.num_cameras).check(arr, [f"cameras[{i}]" for i in range(n)])
+        return arr
 
     def _run(self, batch: np.ndarray, cams: np.ndarray | None) -> np.ndarray:
         feeds = {self._image.name: batch}

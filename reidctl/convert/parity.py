@@ -59,8 +59,10 @@ def validation_feeds(
     """Feeds for a parity check of a model with ``facts`` (its sidecar).
 
     With ``data``, one feed of ``samples`` tensors spread over the set for the first input
-    (the image); without, one synthetic feed per batch in ``batches``. A static-batch model
-    gets feeds of its own batch. Other inputs are synthetic (see the module docstring).
+    (the image), and for a camera-aware model the manifest's cameras as ``reidctl infer``
+    feeds them (:mod:`reidctl.runners.cameras`); without, one synthetic feed per batch in
+    ``batches``. A static-batch model gets feeds of its own batch. Other inputs are
+    synthetic (see the module docstring).
     """
     inputs = list(facts.get("inputs") or [])
     if not inputs:
@@ -68,14 +70,20 @@ def validation_feeds(
     rng = np.random.default_rng(seed)
     static = inputs[0]["shape"][0] if isinstance(inputs[0]["shape"][0], int) else None
     if data is not None:
+        from reidctl.artifacts import read_prep_meta
         from reidctl.convert.int8 import PrepCalibrationReader
+        from reidctl.runners.cameras import CAMERA_INPUT, camera_rule
 
+        camera = None
+        if any(spec["name"] == CAMERA_INPUT for spec in inputs[1:]):
+            camera = camera_rule(facts, read_prep_meta(data))
         reader = PrepCalibrationReader(
             data,
             inputs[0]["name"],
             samples=samples,
             batch_size=static or samples,
             static_batch=static is not None,
+            camera=camera,
         )
         want = np.dtype(inputs[0].get("dtype") or "float32")
         if reader.dtype != want:
@@ -87,7 +95,8 @@ def validation_feeds(
         while (item := reader.get_next()) is not None:
             n = len(item[inputs[0]["name"]])
             for spec in inputs[1:]:
-                item[spec["name"]] = _synthetic(spec, n, rng)
+                if spec["name"] not in item:
+                    item[spec["name"]] = _synthetic(spec, n, rng)
             feeds.append(item)
         return feeds
     return [

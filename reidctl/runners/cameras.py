@@ -54,7 +54,9 @@ def split_inputs(
     return images[0], (cameras[0] if cameras else None)
 
 
-def sidecar_cameras(sidecar: ModelSidecar | Mapping[str, Any] | None) -> tuple[int | None, int | None]:
+def sidecar_cameras(
+    sidecar: ModelSidecar | Mapping[str, Any] | None,
+) -> tuple[int | None, int | None]:
     """``(num_cameras, first_camera)`` of a camera-aware model's sidecar ``camera`` block
     (``None`` for what it does not say)."""
     if sidecar is None:
@@ -93,21 +95,33 @@ class CameraRule:
     num_cameras: int | None = None
     source: str = "default"
 
-    def check(self, cameras: np.ndarray, names: Sequence[str], camids: Sequence[int]) -> None:
-        """Raise :class:`InputError` naming the first image whose camera index is invalid."""
+    def check(
+        self,
+        cameras: np.ndarray,
+        names: Sequence[str],
+        camids: Sequence[int] | None = None,
+    ) -> None:
+        """Raise :class:`InputError` naming (``names[i]``) the first invalid camera index;
+        ``camids``: the manifest camids they came from, for the message."""
         bad = cameras < 0
         if self.num_cameras is not None:
             bad |= cameras >= self.num_cameras
         if not bad.any():
             return
         i = int(np.flatnonzero(bad)[0])
+        valid = "0.." + (str(self.num_cameras - 1) if self.num_cameras else "")
+        rows = f"{self.num_cameras or 'non-negative'} camera rows ({valid}"
+        if camids is None:
+            raise InputError(
+                f"{names[i]} is camera index {int(cameras[i])}, outside the model's {rows}); "
+                "the index is camid - first camera number, as `reidctl infer` feeds it"
+            )
         if camids[i] < 0:
             raise InputError(
                 f"{names[i]} has no camera id (camid {camids[i]}), but the model takes a "
                 f"{CAMERA_INPUT!r} input; preprocess with a layout that reads cameras from "
                 "the file names, or export the model with --camera-agnostic"
             )
-        valid = "0.." + (str(self.num_cameras - 1) if self.num_cameras else "")
         span = (
             f"camids {self.offset}..{self.offset + self.num_cameras - 1}"
             if self.num_cameras
@@ -116,7 +130,7 @@ class CameraRule:
         raise InputError(
             f"{names[i]}: camid {camids[i]} gives camera index {int(cameras[i])} "
             f"(camid - {self.offset}, offset from {self.source}), outside the model's "
-            f"{self.num_cameras or 'non-negative'} camera rows ({valid}; {span}); {CAMERA_FIX}"
+            f"{rows}; {span}); {CAMERA_FIX}"
         )
 
     def indices(

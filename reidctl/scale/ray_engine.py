@@ -352,9 +352,7 @@ class InferWorker:
             self.runner = runner_cls(model_file, **options).activate()
             self.input = single_input(self.runner)
             check_input_matches(self.input, self.prep.meta, model_file)
-            self.camera = resolve_camera(
-                self.runner.input_specs(), camera, self.prep, model_file
-            )
+            self.camera = resolve_camera(self.runner.input_specs(), camera, self.prep, model_file)
         except ReidctlError as e:
             self.error = e
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import shlex
 import warnings
 from typing import ClassVar
@@ -22,38 +20,7 @@ from reidctl.convert.trt import (
     trtexec_for_onnx,
 )
 from reidctl.errors import InputError, UnknownNameError
-from tests.runners.helpers import H, W, export_tiny
-
-
-def export_camera_model(path):
-    """image [B, 3, H, W] float32 + camera [B] int64 -> feature [B, 8] (a camera embedding)."""
-    import torch
-    from torch import nn
-
-    class Cam(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            torch.manual_seed(0)
-            self.conv = nn.Conv2d(3, 8, 3, padding=1)
-            self.cam = nn.Embedding(6, 8)
-
-        def forward(self, image, camera):
-            return self.conv(image).mean(dim=(2, 3)) + self.cam(camera)
-
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            Cam().eval(),
-            (torch.randn(2, 3, H, W), torch.zeros(2, dtype=torch.int64)),
-            str(path),
-            input_names=["image", "camera"],
-            output_names=["feature"],
-            dynamic_axes={"image": {0: "batch"}, "camera": {0: "batch"}, "feature": {0: "batch"}},
-            opset_version=17,
-            dynamo=False,
-        )
-    return path
-
+from tests.runners.helpers import H, W, export_camera_model, export_tiny
 
 # ------------------------------------------------------------------------------- trt
 

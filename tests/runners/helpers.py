@@ -89,14 +89,77 @@ def export_tiny(
     return path
 
 
+def export_camera_model(
+    path: Path, *, num_cameras: int = 6, sidecar: bool = False, first_camera: int = 1
+) -> Path:
+    """image [B, 3, H, W] float32 + camera [B] int64 -> feature [B, 8] (a camera embedding
+    table of ``num_cameras`` rows added to pooled conv features). With ``sidecar`` also the
+    sidecar of a camera-aware export (``camera`` block, as ``reidctl export`` writes it)."""
+    import torch
+    from torch import nn
+
+    class Cam(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            torch.manual_seed(0)
+            self.conv = nn.Conv2d(3, 8, 3, padding=1)
+            self.cam = nn.Embedding(num_cameras, 8)
+
+        def forward(self, image, camera):
+            return self.conv(image).mean(dim=(2, 3)) + self.cam(camera)
+
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            Cam().eval(),
+            (torch.randn(2, 3, H, W), torch.zeros(2, dtype=torch.int64)),
+            str(path),
+            input_names=["image", "camera"],
+            output_names=["feature"],
+            dynamic_axes={"image": {0: "batch"}, "camera": {0: "batch"}, "feature": {0: "batch"}},
+            opset_version=17,
+            dynamo=False,
+        )
+    if sidecar:
+        write_sidecar(
+            path,
+            {
+                "model": "tiny_camera",
+                "weights": None,
+                "preprocess": PreprocessSpec(height=H, width=W).to_dict(),
+                "inputs": [
+                    {"name": "image", "shape": ["batch", 3, H, W], "dtype": "float32"},
+                    {"name": "camera", "shape": ["batch"], "dtype": "int64"},
+                ],
+                "outputs": [{"name": "feature", "shape": ["batch", 8], "dtype": "float32"}],
+                "feature": "feature",
+                "l2_normalize": True,
+                "camera": {
+                    "num_cameras": num_cameras,
+                    "sie_coefficient": 1.0,
+                    "input": "camera",
+                    "index": "camid - first_camera",
+                    "first_camera": first_camera,
+                },
+                "model_file": path.name,
+                "model_sha256": sha256_file(path),
+            },
+        )
+    return path
+
+
 def make_prep(
     out: Path,
     n: int = 10,
     shape: tuple[int, ...] = (3, H, W),
     dtype: str = "float32",
     seed: int = 0,
+    camids: list[int] | None = None,
+    meta: dict | None = None,
 ) -> tuple[Path, np.ndarray]:
-    """A preprocessed set of ``n`` random tensors; returns the directory and the tensors."""
+    """A preprocessed set of ``n`` random tensors; returns the directory and the tensors.
+    ``camids``: the manifest's camera per entry (default 1); ``meta``: extra ``meta.json``
+    fields (e.g. ``first_camera``)."""
     rng = np.random.default_rng(seed)
     data = rng.standard_normal((n, *shape)).astype(dtype)
     out.mkdir(parents=True, exist_ok=True)
@@ -105,7 +168,10 @@ def make_prep(
         split = "query" if i < n // 2 else "gallery"
         stem = f"{split}_{i:04d}_c1s1_000000_00"
         (out / f"{stem}.bin").write_bytes(data[i].astype(f"<{data.dtype.str[1:]}").tobytes())
-        entries.append(ManifestEntry(i, f"{stem}.bin", f"{split}/{stem}.jpg", i % 3 + 1, 1, split))
+        cam = 1 if camids is None else camids[i]
+        entries.append(
+            ManifestEntry(i, f"{stem}.bin", f"{split}/{stem}.jpg", i % 3 + 1, cam, split)
+        )
     write_manifest(out / "manifest.jsonl", entries)
     write_json_atomic(
         out / "meta.json",
@@ -119,6 +185,7 @@ def make_prep(
             "flip": False,
             "counts": {"query": n // 2, "gallery": n - n // 2},
             "tool": tool_info(),
+            **(meta or {}),
         },
     )
     return out, data
