@@ -318,3 +318,28 @@ def test_python_api_build_gets_every_input_opt_flags_and_the_cut_graph(tmp_path,
     assert calls["parsed_outputs"] == ["feature"]
     assert [o["name"] for o in side["outputs"]] == ["feature"]
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+def test_camera_facts_travel_to_engine_and_om_sidecars(tmp_path, monkeypatch):
+    """infer over an engine or OM model needs the camera block (number of cameras, rule)."""
+    import sys
+
+    from reidctl.artifacts import read_sidecar
+    from reidctl.convert.trt import engine_from_onnx
+
+    _FakeTrt.calls = {}
+    monkeypatch.setitem(sys.modules, "tensorrt", _FakeTrt)
+    model = export_camera_model(tmp_path / "cam.onnx", sidecar=True)
+    camera = read_sidecar(model)["camera"]
+    assert camera["num_cameras"] == 6
+    engine_from_onnx(model, tmp_path / "cam.engine", batch_sizes=[1, 8])
+    engine = read_sidecar(tmp_path / "cam.engine")
+    assert engine["camera"] == camera
+    assert [(t["name"], t["dtype"]) for t in engine["inputs"]] == [
+        ("image", "float32"),
+        ("camera", "int64"),
+    ]
+    assert _FakeTrt.calls["shapes"]["camera"] == ([1], [8], [8])  # opt: the max
+    om = om_from_onnx(model, tmp_path / "cam", soc="Ascend310P3", batch_sizes=[1, 8], dry_run=True)
+    assert om["camera"] == camera and [t["name"] for t in om["inputs"]] == ["image", "camera"]
+    assert f"--input_shape=image:-1,3,{H},{W};camera:-1" in om["conversion"]["argv"]
