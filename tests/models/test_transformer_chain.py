@@ -138,7 +138,8 @@ def test_fp16_keeps_layernorm_and_softmax_in_float32(chain) -> None:
     dtype.update({t.name: t.data_type for t in m.graph.initializer})
     seen: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
     for node in m.graph.node:
-        seen[node.op_type][dtype.get(node.input[0])] += 1
+        if node.input:  # Constant nodes have none
+            seen[node.op_type][dtype.get(node.input[0])] += 1
     f32, f16 = onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16
     # 12 blocks x 2 norms + the final norm; one attention softmax per block
     assert seen["LayerNormalization"] == {f32: 25}
