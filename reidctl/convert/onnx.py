@@ -22,13 +22,16 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from reidctl.artifacts import sidecar_path, write_sidecar
 from reidctl.errors import InputError, ValidationError
 from reidctl.io import atomic_path, refuse_existing, sha256_file
+
+if TYPE_CHECKING:
+    from reidctl.models.loading import LoadedModel
 
 DEFAULT_OPSET = 17
 VALIDATION_BATCHES = (1, 3, 32)
@@ -181,8 +184,13 @@ def onnx_from_torch(
     allow_pickle: bool = False,
     validate_batches: tuple[int, ...] = VALIDATION_BATCHES,
     simplify: bool = True,
+    loaded: LoadedModel | None = None,
 ) -> dict[str, Any]:
     """Export registered ``model`` to ``output`` (``.onnx``), validate it, write the sidecar.
+
+    ``loaded``: an already built model (e.g. from a fast-reid config,
+    :func:`reidctl.models.fastreid_config.load_fastreid`) used instead of building ``model``
+    from the registry; ``weights`` and ``allow_pickle`` are then ignored.
 
     Returns the sidecar dictionary (also written to ``<output>.json``, see docs/formats.md).
     """
@@ -192,15 +200,19 @@ def onnx_from_torch(
     from reidctl.models.loading import create_model
     from reidctl.models.registry import get_spec
 
-    spec = get_spec(model)  # unknown names fail before any file work
+    # unknown names fail before any file work
+    spec = loaded.spec if loaded is not None else get_spec(model)
     if static_batch is not None and static_batch < 1:
         raise InputError(f"--static-batch must be a positive batch size, got {static_batch}")
     if not 7 <= opset <= 21:
         raise InputError(f"opset {opset} is not supported; use 11..21 (default {DEFAULT_OPSET})")
     output = check_output_path(output, force)
 
-    loaded = create_model(model, weights=weights, allow_pickle=allow_pickle)
-    pre = spec.preprocess
+    if loaded is None:
+        loaded = create_model(model, weights=weights, allow_pickle=allow_pickle)
+    # a model whose checkpoint carries its own normalisation (fast-reid's pixel_mean /
+    # pixel_std buffers) exposes it as ``module.preprocess``
+    pre = getattr(loaded.module, "preprocess", None) or spec.preprocess
     wrapped = _wrap_for_export(loaded.module, pre.mean, pre.std, fold_normalize)
     out_names = list(loaded.output_names)
     in_dtype = "uint8" if fold_normalize else "float32"

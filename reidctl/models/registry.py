@@ -155,3 +155,39 @@ register_model(
         tolerance=1e-4,
     )
 )
+
+# fast-reid, LightMBN and torchreid MobileNetV2 (CNN families)
+_FASTREID = {
+    # name: (description, input height)
+    "fastreid_bot_r50": ("fast-reid BagTricks: ResNet-50, last stride 1, GAP, BNNeck", 256),
+    "fastreid_bot_r50_ibn": (
+        "fast-reid BagTricks: ResNet-50 IBN-a, last stride 1, GAP, BNNeck",
+        256,
+    ),
+    "fastreid_agw_r50": ("fast-reid AGW: ResNet-50, non-local, GeM (p=3), BNNeck", 256),
+    "fastreid_sbs_r50_ibn": (
+        "fast-reid SBS: ResNet-50 IBN-a, non-local, GeM with learned p, BNNeck",
+        384,
+    ),
+    "fastreid_mgn_r50_ibn": (
+        "fast-reid MGN: ResNet-50 IBN-a, 3 branches, 8 heads of 256-d GeM-P + BNNeck",
+        384,
+    ),
+}
+for _name, (_desc, _height) in _FASTREID.items():
+    register_model(
+        ModelSpec(
+            name=_name,
+            description=_desc,
+            builder="reidctl.models.fastreid:build",
+            outputs=(_feat("feature", 2048),),
+            feature="feature",
+            l2_normalize=True,
+            # fast-reid normalises in the model with PIXEL_MEAN/STD (0..255): ImageNet's
+            # statistics by default; a checkpoint that carries pixel_mean/pixel_std overrides
+            # these in the exported sidecar. Its test transform resizes with PIL bicubic.
+            preprocess=PreprocessSpec(height=_height, width=128, interpolation="bicubic"),
+            tolerance=1e-4,
+            reference="JDAI-CV/fast-reid (configs/Market1501)",
+        )
+    )
