@@ -191,3 +191,30 @@ for _name, (_desc, _height) in _FASTREID.items():
             reference="JDAI-CV/fast-reid (configs/Market1501)",
         )
     )
+for _variant, _dim in (("mobilenetv2_x1_0", 1280), ("mobilenetv2_x1_4", 1792)):
+    register_model(
+        ModelSpec(
+            name=_variant,
+            description=f"MobileNetV2 {_variant[13:].replace('_', '.')} (torchreid), "
+            f"{_dim}-d global average pool",
+            builder="reidctl.models.mobilenetv2:build",
+            outputs=(_feat("feature", _dim),),
+            feature="feature",
+            l2_normalize=True,
+            tolerance=1e-4,
+            reference="KaiyangZhou/deep-person-reid (torchreid)",
+        )
+    )
+register_model(
+    ModelSpec(
+        name="lmbn_n",
+        description="LightMBN LMBN_n: OSNet trunk, global/part/channel branches, 7 x 512-d",
+        builder="reidctl.models.lightmbn:build",
+        outputs=(_feat("feature", 3584),),
+        feature="feature",
+        l2_normalize=True,
+        preprocess=PreprocessSpec(height=384, width=128),
+        tolerance=1e-4,
+        reference="jixunbo/LightMBN (model/lmbn_n.py); boxmot",
+    )
+)
