@@ -42,6 +42,11 @@ from reidctl.commands._common import echo_warnings
     help="Load a legacy full-pickle checkpoint (can execute arbitrary code: trusted files only).",
 )
 @click.option("--no-simplify", is_flag=True, help="Skip onnxsim.")
+@click.option(
+    "--config",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="With MODEL `fastreid`: the fast-reid YAML config the checkpoint was trained with.",
+)
 def export(
     model: str,
     weights: Path | None,
@@ -52,6 +57,7 @@ def export(
     force: bool,
     allow_pickle: bool,
     no_simplify: bool,
+    config: Path | None,
 ) -> None:
     """Export MODEL (see `reidctl models`) to ONNX and validate it against PyTorch.
 
@@ -65,11 +71,24 @@ def export(
     Examples:
       reidctl export osnet_x0_25 --weights osnet_x0_25_market1501.pth -o osnet.onnx
       reidctl export aligned_reid --weights ckpt.pth -o aligned.onnx --static-batch 16
+      reidctl export fastreid --config sbs_R50-ibn.yml --weights model_final.pth -o sbs.onnx
     """
-    from reidctl.convert.onnx import onnx_from_torch
+    from reidctl.convert.onnx import check_output_path, onnx_from_torch
+    from reidctl.errors import InputError
 
+    loaded = None
+    if (model == "fastreid") != (config is not None):
+        raise InputError(
+            "`reidctl export fastreid` needs --config <fast-reid config.yml>; --config is "
+            "only for MODEL fastreid (registered models know their configuration)"
+        )
     click.echo(f"exporting {model} -> {output}", err=True)
     with echo_warnings():
+        if config is not None:
+            from reidctl.models.fastreid_config import load_fastreid
+
+            check_output_path(output, force)  # before the checkpoint is read
+            loaded = load_fastreid(config, weights, allow_pickle=allow_pickle)
         sidecar = onnx_from_torch(
             model,
             output,
@@ -80,6 +99,7 @@ def export(
             force=force,
             allow_pickle=allow_pickle,
             simplify=not no_simplify,
+            loaded=loaded,
         )
     inp = sidecar["inputs"][0]
     click.echo(f"wrote {output} (sha256 {sidecar['model_sha256'][:12]}...) and {output}.json")
