@@ -25,7 +25,7 @@ import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -34,6 +34,9 @@ from reidctl.artifacts.sidecar import facts_from_dict
 from reidctl.errors import InputError, ShapeMismatchError, ValidationError
 from reidctl.io import atomic_path, refuse_existing, sha256_file
 from reidctl.runners.facts import set_onnx_facts
+
+if TYPE_CHECKING:
+    from reidctl.models.loading import LoadedModel
 
 DEFAULT_OPSET = 17
 VALIDATION_BATCHES = (1, 3, 32)
@@ -197,6 +200,7 @@ def onnx_from_torch(
     simplify: bool = True,
     options: Mapping[str, Any] | None = None,
     first_camera: int = 1,
+    loaded: LoadedModel | None = None,
 ) -> dict[str, Any]:
     """Export registered ``model`` to ``output`` (``.onnx``), validate it, write the sidecar.
 
@@ -204,6 +208,9 @@ def onnx_from_torch(
     ``camera_agnostic``, ``sie_camera``; see :mod:`reidctl.models.camera`); a model without
     ``configure`` refuses any. ``first_camera`` is the ``camid`` of camera index 0 (1 for
     Market-1501 and MSMT17 names), recorded in the sidecar of a camera-aware model.
+    ``loaded``: an already built model (e.g. from a fast-reid config,
+    :func:`reidctl.models.fastreid_config.load_fastreid`) used instead of building ``model``
+    from the registry; ``weights`` and ``allow_pickle`` are then ignored.
 
     Returns the sidecar dictionary (also written to ``<output>.json``, see docs/formats.md).
     """
@@ -213,14 +220,16 @@ def onnx_from_torch(
     from reidctl.models.loading import create_model
     from reidctl.models.registry import get_spec
 
-    spec = get_spec(model)  # unknown names fail before any file work
+    # unknown names fail before any file work
+    spec = loaded.spec if loaded is not None else get_spec(model)
     if static_batch is not None and static_batch < 1:
         raise InputError(f"--static-batch must be a positive batch size, got {static_batch}")
     if not 7 <= opset <= 21:
         raise InputError(f"opset {opset} is not supported; use 11..21 (default {DEFAULT_OPSET})")
     output = check_output_path(output, force)
 
-    loaded = create_model(model, weights=weights, allow_pickle=allow_pickle)
+    if loaded is None:
+        loaded = create_model(model, weights=weights, allow_pickle=allow_pickle)
     module = loaded.module
     settings: dict[str, Any] | None = None
     if hasattr(module, "configure"):
@@ -237,7 +246,9 @@ def onnx_from_torch(
         raise InputError(f"{model} takes no model options (got {flags})")
     takes_camera = bool(getattr(module, "takes_camera", False))
     num_cameras = int(getattr(module, "num_cameras", 0))
-    pre = spec.preprocess
+    # a model whose checkpoint carries its own normalisation (fast-reid's pixel_mean /
+    # pixel_std buffers) exposes it as ``module.preprocess``
+    pre = getattr(module, "preprocess", None) or spec.preprocess
     wrapped = _wrap_for_export(module, pre.mean, pre.std, fold_normalize)
     out_names = list(loaded.output_names)
     in_dtype = "uint8" if fold_normalize else "float32"

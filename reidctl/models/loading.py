@@ -209,11 +209,14 @@ def create_model(
         torch.manual_seed(0)
         module = build(name, num_classes)
     if sd is not None:
+        raw = sd
         if hasattr(module, "remap_state_dict"):
             sd = module.remap_state_dict(sd)
         problem = _describe_mismatch(module, sd, str(weights))
         if problem:
-            raise CheckpointError(problem)
+            from reidctl.models.fastreid import family_hint
+
+            raise CheckpointError(problem + family_hint(raw, name))
         module.load_state_dict(sd, strict=True)
     module.eval()
     return LoadedModel(
