@@ -243,7 +243,10 @@ def onnx_from_torch(
         settings = module.configure(**dict(options or {}))
     elif options:
         flags = ", ".join("--" + k.replace("_", "-") for k in sorted(options))
-        raise InputError(f"{model} takes no model options (got {flags})")
+        raise InputError(
+            f"{model} takes no model options (got {flags}); --config and the SIE/JPM options "
+            "are for MODEL fastreid and the TransReID / CLIP-ReID models"
+        )
     takes_camera = bool(getattr(module, "takes_camera", False))
     num_cameras = int(getattr(module, "num_cameras", 0))
     # a model whose checkpoint carries its own normalisation (fast-reid's pixel_mean /
