@@ -175,22 +175,25 @@ def to_csv(result: BenchResult) -> str:
 def draw_throughput(result: BenchResult, ax: Any, title: str = "") -> None:
     """Draw throughput against batch size on the matplotlib ``ax``: per (model, back end)
     the median images/s as a line, the min..max over the repeats as error bars; the y-axis
-    starts at zero so bar heights compare."""
-    for lab in result.models:
-        for b in result.backends:
-            pts = [
-                (bs, s)
-                for bs in result.settings.batch_sizes
-                if (s := result.stats(lab, b, bs)) is not None
-            ]
-            if not pts:
-                continue
+    starts at zero so heights compare. Series sit slightly apart along x so that their bars
+    do not hide each other."""
+    series = [(lab, b) for lab in result.models for b in result.backends]
+    top = 0.0
+    for k, (lab, b) in enumerate(series):
+        pts = [
+            (bs, s)
+            for bs in result.settings.batch_sizes
+            if (s := result.stats(lab, b, bs)) is not None
+        ]
+        if pts:
             name = b if len(result.models) == 1 else f"{b} {lab}"
-            xs = [x for x, _ in pts]
+            shift = 2 ** (0.04 * (k - (len(series) - 1) / 2))  # x is on a log2 scale
+            xs = [x * shift for x, _ in pts]
             med = [s.images_per_s for _, s in pts]
             lo = [s.images_per_s - s.images_per_s_min for _, s in pts]
             hi = [s.images_per_s_max - s.images_per_s for _, s in pts]
             ax.errorbar(xs, med, yerr=[lo, hi], marker="o", capsize=4, label=name)
+            top = max(top, *(s.images_per_s_max for _, s in pts))
     bss = list(result.settings.batch_sizes)
     ax.set_xscale("log", base=2)
     ax.set_xticks(bss)
@@ -198,7 +201,10 @@ def draw_throughput(result: BenchResult, ax: Any, title: str = "") -> None:
     ax.set_xlabel("batch size")
     n = result.settings.repeat
     ax.set_ylabel(f"images/s (median of {n}; bars: min..max)" if n > 1 else "images/s")
-    ax.set_ylim(bottom=0)
+    if top > 0 and top < float("inf"):
+        ax.set_ylim(0, top * 1.08)
+    else:
+        ax.set_ylim(bottom=0)
     names = [m.get("model") or lab for lab, m in result.models.items()]
     default = f"{', '.join(dict.fromkeys(names))} on {result.machine.get('cpu', '?')}"
     la = result.load_average

@@ -392,3 +392,27 @@ def test_cli_bench_messages_name_the_option_and_its_range(tiny_onnx, capsys, opt
     err = capsys.readouterr().err
     assert message in err, err
     assert "min_iters" not in err and "rounds" not in err and "Traceback" not in err
+
+
+def test_bench_stability_compares_two_runs(tiny_onnx, capsys) -> None:
+    from reidctl.benchmarks import bench_stability
+
+    argv = ["--model-file", str(tiny_onnx), "--backend", "ort", "--bs", "1,2", "--threads", "1"]
+    assert bench_stability.main([*argv, "--seconds", "0.06", "--warmup", "1"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("load average") >= 2 and "run 2 vs run 1" in out
+    rows = [ln for ln in out.splitlines() if ln.startswith("| ort |")]
+    assert [ln.split("|")[2].strip() for ln in rows] == ["1", "2"]
+    assert "goal:" in out
+
+
+def test_bench_stability_compare_runs(tmp_path) -> None:
+    from reidctl.benchmarks.bench_stability import compare_runs
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a, _, _ = _fake_result(tmp_path / "a", costs=(1e-3,))
+    b, _, _ = _fake_result(tmp_path / "b", costs=(1.25e-3,))
+    rows = compare_runs([a, b])
+    assert [r["batch_size"] for r in rows] == [1, 4]
+    assert all(r["diff"] == pytest.approx(1 / 1.25 - 1) and not r["flagged"] for r in rows)
