@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     backends = tuple(b for b in args.backends.split(",") if b)
     settings = BenchSettings(
-        batch_sizes=(args.batch,), seconds=args.seconds, warmup=3, threads=args.threads, rounds=8
+        batch_sizes=(args.batch,), seconds=args.seconds, warmup=3, threads=args.threads, repeat=8
     )
     machine = machine_info()
     _log(
