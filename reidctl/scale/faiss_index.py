@@ -249,13 +249,21 @@ def search(
     Returns ``(distances, indices)``, both ``[Q, k']`` with ``k' = min(k, index.ntotal)``:
     float32 similarities (ip, descending) or squared L2 distances (l2, ascending), and int64
     row ids (``-1`` where an approximate index found fewer than ``k'`` rows). ``nprobe``
-    (ivf, ivfpq) and ``ef_search`` (hnsw) override the index's own settings for this call.
+    (ivf, ivfpq) and ``ef_search`` (hnsw) override the index's own settings for this call;
+    both must be at least 1 and fit the index kind (:class:`InputError` otherwise).
     """
     from tqdm import tqdm
 
     faiss = import_faiss()
     if k < 1:
         raise InputError(f"-k must be at least 1, got {k}")
+    for name, value in (("--nprobe", nprobe), ("--ef-search", ef_search)):
+        if value is not None and value < 1:
+            raise InputError(f"{name} must be at least 1, got {value}")
+    if nprobe is not None and not _is_ivf(faiss, index):
+        raise InputError("--nprobe applies to ivf and ivfpq indexes only; this index is not one")
+    if ef_search is not None and not isinstance(index, faiss.IndexHNSW):
+        raise InputError("--ef-search applies to hnsw indexes only; this index is not one")
     q = _as_matrix(queries, "query features")
     if q.shape[1] != index.d:
         raise ShapeMismatchError(
@@ -263,9 +271,9 @@ def search(
         )
     k = min(k, int(index.ntotal))
     params = None
-    if nprobe is not None and _is_ivf(faiss, index):
+    if nprobe is not None:
         params = faiss.SearchParametersIVF(nprobe=int(nprobe))
-    elif ef_search is not None and isinstance(index, faiss.IndexHNSW):
+    elif ef_search is not None:
         params = faiss.SearchParametersHNSW(efSearch=int(ef_search))
     if k == 0:
         return np.zeros((q.shape[0], 0), np.float32), np.zeros((q.shape[0], 0), np.int64)
