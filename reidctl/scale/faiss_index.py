@@ -391,7 +391,8 @@ def load_result_features(
 
     ``feature`` defaults to ``model.json``'s ``feature``; ``normalize`` (L2, per row)
     defaults to ``model.json``'s ``l2_normalize``. Raises :class:`FormatError` for an
-    incomplete directory (no ``run.json``), a missing feature file or a row-count mismatch.
+    incomplete directory (no ``run.json``), a missing feature file or a row-count mismatch,
+    :class:`BadDataError` (exit code 1) when a chosen row holds NaN or inf.
     """
     rd = ResultDir.open(results_dir)
     entries = rd.manifest
@@ -408,6 +409,7 @@ def load_result_features(
         )
     rows = np.array([e.index for e in chosen], dtype=np.int64)
     x = np.asarray(arr[rows], dtype=np.float32).reshape(len(chosen), -1)
+    _check_finite_rows(x, f"{rd.path / rd.features_file(name)} ({split} rows)", chosen)
     do_norm = rd.model.l2_normalize if normalize is None else normalize
     if do_norm:
         x = l2_normalize(x)
@@ -421,6 +423,22 @@ def load_result_features(
         features_file=rd.features_file(name),
         model=rd.model,
     )
+
+
+def _check_finite_rows(
+    x: np.ndarray, what: str, entries: list[ManifestEntry], chunk: int = 65536
+) -> None:
+    """:class:`BadDataError` naming the rows of ``x`` ``[N, d]`` that hold NaN or inf
+    (checked ``chunk`` rows at a time, so a large gallery needs no ``N x d`` mask)."""
+    from reidctl.evaluate.distance import check_finite
+
+    bad = np.concatenate(
+        [~np.isfinite(x[s : s + chunk]).all(axis=1) for s in range(0, len(x), chunk)]
+        or [np.zeros(0, bool)]
+    )
+    if bad.any():
+        rows = np.flatnonzero(bad)
+        check_finite(x[rows], what, [entries[i].stem for i in rows])
 
 
 # --------------------------------------------------------------------------- saved index
