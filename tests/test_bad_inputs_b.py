@@ -7,7 +7,15 @@ returning) and that nothing is left half-written.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,6 +25,7 @@ import pytest
 from reidctl.cli import main
 from reidctl.io import write_json_atomic
 from reidctl.specs import PreprocessSpec
+from tests.conftest import ROOT
 from tests.scale.helpers import make_results
 
 
@@ -228,3 +237,192 @@ def test_eval_index_after_features_changed(tmp_path, capsys):
     code, text = run_cli(capsys, ["eval", res, "--index", index])
     assert code == 2, text
     assert "changed since" in text and str(index) in text
+
+
+# --------------------------------------------------------------------------- ray --address
+
+
+def _free_port() -> int:
+    """A loopback TCP port nothing listens on (bound, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def chain_inputs(tmp_path_factory) -> tuple[Path, Path]:
+    """A tiny ONNX model and a small preprocessed synthetic Market-1501 set."""
+    from reidctl.preprocess.synthetic import make_synthetic_market
+    from tests.scale.helpers import export_tiny_onnx
+
+    root = tmp_path_factory.mktemp("chain")
+    data = make_synthetic_market(root / "data", 2, num_train_ids=0, num_distractors=1, num_junk=0)
+    model = export_tiny_onnx(root / "tiny.onnx")
+    assert main(["preprocess", "market1501", "--root", str(data.root), "-o", str(root / "prep"),
+                 "--workers", "1"]) == 0  # fmt: skip
+    return model, root / "prep"
+
+
+def _needs_ray() -> None:
+    pytest.importorskip("ray", reason="ray is not installed (reidctl[ray])")
+
+
+# (case id, extra infer arguments given a closed port, exit code, texts the message holds)
+RAY_ADDRESS_CASES = [
+    ("nothing-listening", lambda p: ["--address", f"127.0.0.1:{p}"], 2,
+     ["127.0.0.1:{p}", "connection refused", "ray start --head"]),
+    ("no-port", lambda p: ["--address", "127.0.0.1"], 2, ["'127.0.0.1'", "HOST:PORT"]),
+    ("bad-port", lambda p: ["--address", "127.0.0.1:99999"], 2, ["127.0.0.1:99999", "HOST:PORT"]),
+    ("zero-timeout", lambda p: ["--address", f"127.0.0.1:{p}", "--connect-timeout", "0"], 2,
+     ["--connect-timeout"]),
+    ("negative-timeout", lambda p: ["--address", f"127.0.0.1:{p}", "--connect-timeout", "-1"], 2,
+     ["--connect-timeout"]),
+]  # fmt: skip
+
+
+@pytest.mark.ray
+@pytest.mark.parametrize(
+    "make_args,code,texts",
+    [c[1:] for c in RAY_ADDRESS_CASES],
+    ids=[c[0] for c in RAY_ADDRESS_CASES],
+)
+def test_infer_ray_bad_address(chain_inputs, tmp_path, capsys, make_args, code, texts):
+    _needs_ray()
+    model, prep = chain_inputs
+    port = _free_port()
+    out = tmp_path / "results"
+    t0 = time.monotonic()
+    rc, text = run_cli(
+        capsys, ["infer", model, prep, "-o", out, "--engine", "ray", *make_args(port)]
+    )
+    assert rc == code, text
+    for t in texts:
+        assert t.format(p=port) in text
+    assert time.monotonic() - t0 < 20  # refused at once, not after Ray's own retries
+    assert not out.exists()
+
+
+@pytest.mark.ray
+def test_preprocess_ray_unreachable_address_writes_nothing(tmp_path, capsys):
+    _needs_ray()
+    from reidctl.preprocess.synthetic import make_synthetic_market
+
+    data = make_synthetic_market(tmp_path / "data", 2, num_train_ids=0, num_distractors=0)
+    port = _free_port()
+    out = tmp_path / "prep"
+    args = ["preprocess", "market1501", "--root", data.root, "-o", out, "--engine", "ray"]
+    rc, text = run_cli(capsys, [*args, "--address", f"127.0.0.1:{port}"])
+    assert rc == 2, text
+    assert f"127.0.0.1:{port}" in text and "connection refused" in text
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("command", ["infer", "preprocess"])
+def test_connect_timeout_needs_the_ray_engine(chain_inputs, tmp_path, capsys, command):
+    model, prep = chain_inputs
+    args = {
+        "infer": ["infer", model, prep, "-o", tmp_path / "r"],
+        "preprocess": ["preprocess", "market1501", "--root", tmp_path, "-o", tmp_path / "p"],
+    }[command]
+    rc, text = run_cli(capsys, [*args, "--connect-timeout", "5"])
+    assert rc == 2, text
+    assert "--connect-timeout" in text and "--engine ray" in text
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+class SilentListener:
+    """A TCP port that accepts connections and never says a word (not a Ray GCS)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.conns: list[socket.socket] = []
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                self.conns.append(self.sock.accept()[0])
+
+    def close(self) -> None:
+        for c in self.conns:
+            c.close()
+        self.sock.close()
+
+
+def _reidctl(args: list, home: Path) -> subprocess.Popen:
+    """``python -m reidctl.cli ARGS`` in a child process with this tree first on the path."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT), HOME=str(home), OMP_NUM_THREADS="1")
+    for var in ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
+        env.pop(var, None)
+    return subprocess.Popen(
+        [sys.executable, "-m", "reidctl.cli", *map(str, args)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_infer_ray_silent_port_times_out(chain_inputs, tmp_path):
+    _needs_ray()
+    model, prep = chain_inputs
+    listener = SilentListener()
+    out = tmp_path / "results"
+    try:
+        t0 = time.monotonic()
+        p = _reidctl(
+            ["infer", model, prep, "-o", out, "--engine", "ray",
+             "--address", f"127.0.0.1:{listener.port}", "--connect-timeout", "3"],
+            tmp_path,
+        )  # fmt: skip
+        text, _ = p.communicate(timeout=120)
+        elapsed = time.monotonic() - t0
+    finally:
+        listener.close()
+    assert p.returncode == 2, text
+    assert f"127.0.0.1:{listener.port}" in text and "did not answer within 3 s" in text
+    assert "Traceback" not in text
+    assert elapsed < 60
+    assert not out.exists()
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_infer_ray_sigterm_while_connecting_exits_promptly(chain_inputs, tmp_path):
+    _needs_ray()
+    model, prep = chain_inputs
+    listener = SilentListener()
+    out = tmp_path / "results"
+    try:
+        p = _reidctl(
+            ["infer", model, prep, "-o", out, "--engine", "ray",
+             "--address", f"127.0.0.1:{listener.port}", "--connect-timeout", "300"],
+            tmp_path,
+        )  # fmt: skip
+        # wait until the command is connecting (it has opened a connection to the port)
+        deadline = time.monotonic() + 60
+        while not listener.conns and time.monotonic() < deadline and p.poll() is None:
+            time.sleep(0.1)
+        assert listener.conns, "reidctl never tried the address"
+        time.sleep(1.0)
+        t0 = time.monotonic()
+        p.send_signal(signal.SIGTERM)
+        try:
+            text, _ = p.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            text, _ = p.communicate()
+            pytest.fail(f"reidctl ignored SIGTERM for 15 s:\n{text}")
+        elapsed = time.monotonic() - t0
+    finally:
+        listener.close()
+    assert p.returncode == 143, text
+    assert elapsed < 10
+    assert "Traceback" not in text
+    assert not out.exists()
