@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pickle
 import signal
 import socket
 import subprocess
@@ -426,3 +427,47 @@ def test_infer_ray_sigterm_while_connecting_exits_promptly(chain_inputs, tmp_pat
     assert elapsed < 10
     assert "Traceback" not in text
     assert not out.exists()
+
+
+# --------------------------------------------------------------------------- export
+
+
+class _Evil:
+    """Pickles to a call of ``Path.touch`` on a marker file: it must never run."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def _weights(tmp_path: Path, kind: str) -> Path:
+    if kind == "missing":
+        return tmp_path / "no_such.pth"
+    path = tmp_path / "evil.pth"
+    path.write_bytes(pickle.dumps({"state_dict": _Evil(tmp_path / "pwned")}))
+    return path
+
+
+EXPORT_CASES = [
+    ("missing-weights", ["--weights", "{w}"], "missing", "{w}"),
+    ("raw-malicious-pickle", ["--weights", "{w}"], "evil", "{w}"),
+    ("opset-7", ["--opset", "7"], None, "use 11..21"),
+    ("opset-10", ["--opset", "10"], None, "use 11..21"),
+    ("opset-22", ["--opset", "22"], None, "use 11..21"),
+]
+
+
+@pytest.mark.parametrize(
+    "opts,weights,named", [c[1:] for c in EXPORT_CASES], ids=[c[0] for c in EXPORT_CASES]
+)
+def test_export_bad_input_leaves_no_new_folder(tmp_path, capsys, opts, weights, named):
+    w = _weights(tmp_path, weights) if weights else None
+    before = _tree(tmp_path)
+    out = tmp_path / "new" / "deeper" / "model.onnx"
+    args = ["export", "osnet_x0_25", "-o", out, *[o.format(w=w) for o in opts]]
+    code, text = run_cli(capsys, args)
+    assert code == 2, text
+    assert named.format(w=w) in text
+    assert _tree(tmp_path) == before  # no folder, no .onnx, no sidecar, nothing executed
