@@ -9,7 +9,9 @@ message on stderr and the error's exit code (2 bad input, 1 bad data).
 from __future__ import annotations
 
 import importlib
+import signal
 import sys
+import threading
 
 import click
 
@@ -104,8 +106,15 @@ def cli() -> None:
     """
 
 
+def _terminate(signum: int, _frame: object) -> None:
+    """SIGTERM: unwind like Ctrl-C, so ``finally`` blocks clean up, then exit 128 + 15."""
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminate)
     try:
         cli.main(args=argv, prog_name="reidctl", standalone_mode=False)
     except ReidctlError as e:

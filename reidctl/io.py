@@ -12,14 +12,23 @@ from pathlib import Path
 from typing import Any
 
 
-def refuse_existing(*paths: str | os.PathLike[str], force: bool) -> None:
-    """Raise :class:`OutputExistsError` for the first path that exists, unless ``force``."""
-    from reidctl.errors import OutputExistsError
+def refuse_existing(*paths: str | os.PathLike[str] | None, force: bool) -> None:
+    """Check output *file* paths before any work starts.
 
+    Raises :class:`InputError` for a path that is an existing directory (a file cannot
+    replace it, ``--force`` or not) and :class:`OutputExistsError` for the first path that
+    exists, unless ``force``. ``None`` entries (an output that was not asked for) are skipped.
+    """
+    from reidctl.errors import InputError, OutputExistsError
+
+    given = [Path(p) for p in paths if p is not None]
+    for p in given:
+        if p.is_dir():
+            raise InputError(f"{p} is a directory; give a file path for this output")
     if force:
         return
-    for p in paths:
-        if Path(p).exists():
+    for p in given:
+        if p.exists():
             raise OutputExistsError(f"{p} exists; pass --force to overwrite it")
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,6 +89,54 @@ class RunRecord:
         if self.engine is not None:
             d["engine"] = dict(self.engine)
         return d
+
+
+_PROCESS_START = time.time()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def remove_stale_stages(out_dir: str | os.PathLike[str]) -> list[Path]:
+    """Remove what an interrupted :meth:`ResultDir.write` of ``out_dir`` left beside it.
+
+    A run killed while writing (``kill -9``, power loss) leaves its hidden staging folder
+    ``.<name>.<pid>.<random>.partial`` (or ``.old``) next to the output. Only folders of
+    this output are considered, and of those only the ones whose owning process is gone,
+    or, for names without a pid, the ones older than this process. Returns what was removed.
+    """
+    out_dir = Path(out_dir)
+    parent = out_dir.resolve().parent
+    removed: list[Path] = []
+    prefix = f".{out_dir.name}."
+    if not parent.is_dir():
+        return removed
+    for p in parent.iterdir():
+        name = p.name
+        if not (name.startswith(prefix) and name.endswith((".partial", ".old")) and p.is_dir()):
+            continue
+        middle = name[len(prefix) :].split(".")  # [pid, random, suffix] or [random, suffix]
+        if len(middle) == 3 and middle[0].isdigit():
+            pid: int | None = int(middle[0])
+        elif len(middle) == 2:
+            pid = None
+        else:  # another output whose name starts with this one's (res -> res.v2)
+            continue
+        try:
+            stale = (not _pid_alive(pid)) if pid is not None else p.stat().st_mtime < _PROCESS_START
+        except OSError:
+            continue
+        if stale and pid != os.getpid():
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+    return removed
 
 
 def check_output_names(names: Sequence[str]) -> None:
@@ -217,7 +266,14 @@ class ResultDir:
         check_output_names(list(outputs))
         parent = out_dir.resolve().parent
         parent.mkdir(parents=True, exist_ok=True)
-        stage = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=parent))
+        remove_stale_stages(out_dir)
+        # The owner's pid in the name lets a later run tell a dead run's leftovers from a
+        # live one's stage.
+        stage = Path(
+            tempfile.mkdtemp(
+                prefix=f".{out_dir.name}.{os.getpid()}.", suffix=".partial", dir=parent
+            )
+        )
         old = None
         run_dict = run.to_dict()
         try:
@@ -230,7 +286,11 @@ class ResultDir:
                 extra(stage)
             write_json_atomic(stage / RUN_NAME, run_dict)  # last: marks the directory complete
             if out_dir.exists():
-                old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".old", dir=parent))
+                old = Path(
+                    tempfile.mkdtemp(
+                        prefix=f".{out_dir.name}.{os.getpid()}.", suffix=".old", dir=parent
+                    )
+                )
                 os.replace(out_dir, old / out_dir.name)
             try:
                 os.replace(stage, out_dir)

@@ -24,7 +24,7 @@ from reidctl.commands._options import force_option
     type=click.Path(dir_okay=False, path_type=Path),
     help="Output .onnx path; the sidecar is written beside it as <output>.json.",
 )
-@click.option("--opset", default=17, show_default=True, help="ONNX opset version.")
+@click.option("--opset", default=17, show_default=True, help="ONNX opset version (11..21).")
 @click.option(
     "--static-batch",
     type=int,

@@ -10,6 +10,7 @@ from reidctl.commands._common import echo_warnings
 from reidctl.commands._options import (
     backend_option,
     batch_size_option,
+    connect_timeout_option,
     force_option,
     threads_option,
 )
@@ -88,6 +89,7 @@ from reidctl.commands._options import (
     help="With --engine ray: the cluster to join, `auto` (the one this machine belongs to) "
     "or HOST:PORT of the head node.  [default: start a local Ray on 127.0.0.1]",
 )
+@connect_timeout_option()
 @click.option(
     "--workers",
     type=click.IntRange(min=1),
@@ -127,6 +129,7 @@ def infer(
     force: bool,
     engine: str,
     address: str | None,
+    connect_timeout: float | None,
     workers: int | None,
     gpus_per_worker: float | None,
     resume: bool,
@@ -159,6 +162,7 @@ def infer(
     if engine != "ray":
         ray_only = {
             "--address": address is not None,
+            "--connect-timeout": connect_timeout is not None,
             "--workers": workers is not None,
             "--gpus-per-worker": gpus_per_worker is not None,
             "--resume": resume,
@@ -195,6 +199,7 @@ def infer(
                 workers=workers,
                 gpus_per_worker=gpus_per_worker or 0,
                 resume=resume,
+                **({} if connect_timeout is None else {"connect_timeout": connect_timeout}),
                 **common,
             )
         else:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from reidctl.commands._options import force_option
+from reidctl.commands._options import connect_timeout_option, force_option
 from reidctl.preprocess.layouts import list_layouts
 from reidctl.preprocess.transform import DTYPES
 
@@ -78,6 +78,7 @@ from reidctl.preprocess.transform import DTYPES
     help="With --engine ray: the cluster to join, `auto` (the one this machine belongs to) "
     "or HOST:PORT of the head node.  [default: start a local Ray on 127.0.0.1]",
 )
+@connect_timeout_option()
 @click.option("--relative-info", is_flag=True, help="Paths in prep.info relative to -o.")
 @click.option(
     "--resume", is_flag=True, help="Continue an interrupted run, keeping complete tensors."
@@ -105,6 +106,7 @@ def preprocess(
     workers: int | None,
     engine: str,
     address: str | None,
+    connect_timeout: float | None,
     relative_info: bool,
     resume: bool,
     force: bool,
@@ -151,6 +153,8 @@ def preprocess(
         )
     if engine != "ray" and address is not None:
         raise InputError("--address is the Ray cluster to join: add --engine ray")
+    if engine != "ray" and connect_timeout is not None:
+        raise InputError("--connect-timeout applies to the Ray engine: add --engine ray")
     spec = resolve_preprocess(
         model_config,
         model,
@@ -174,6 +178,8 @@ def preprocess(
     if engine == "ray":
         from reidctl.scale.ray_engine import preprocess_ray
 
+        if connect_timeout is not None:
+            common["connect_timeout"] = connect_timeout
         summary = preprocess_ray(layout, root, output, address=address, **common)
     else:
         from reidctl.preprocess.engine import preprocess_dataset

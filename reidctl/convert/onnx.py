@@ -39,6 +39,8 @@ if TYPE_CHECKING:
     from reidctl.models.loading import LoadedModel
 
 DEFAULT_OPSET = 17
+#: opsets the exporter is validated for (the TorchScript exporter of torch 2.x, ops used here)
+MIN_OPSET, MAX_OPSET = 11, 21
 VALIDATION_BATCHES = (1, 3, 32)
 TRACE_BATCH = 2
 
@@ -69,14 +71,26 @@ def check_output_path(output: str | os.PathLike[str], force: bool) -> Path:
     if output.suffix != ".onnx":
         raise InputError(f"output {output} should end in .onnx")
     refuse_existing(output, sidecar_path(output), force=force)
-    parent = output.parent if str(output.parent) else Path(".")
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise InputError(f"cannot create the output folder {parent}: {e.strerror}") from e
-    if not os.access(parent, os.W_OK):
-        raise InputError(f"output folder {parent} is not writable; choose another -o path")
+    # Nothing is created yet (a failed export must leave no new folder behind): the nearest
+    # existing folder must be a writable directory.
+    existing = output.parent if str(output.parent) else Path(".")
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise InputError(f"cannot create the output folder {output.parent}: {existing} is a file")
+    if not os.access(existing, os.W_OK):
+        raise InputError(f"output folder {existing} is not writable; choose another -o path")
     return output
+
+
+def _missing_folders(path: Path) -> list[Path]:
+    """The ancestors of ``path`` that do not exist yet, deepest first."""
+    missing = []
+    parent = path.parent
+    while str(parent) and not parent.exists() and parent != parent.parent:
+        missing.append(parent)
+        parent = parent.parent
+    return missing
 
 
 def _wrap_for_export(module: Any, mean: tuple[float, ...], std: tuple[float, ...], fold: bool):
@@ -214,19 +228,47 @@ def onnx_from_torch(
 
     Returns the sidecar dictionary (also written to ``<output>.json``, see docs/formats.md).
     """
-    import onnx
-    import torch
-
-    from reidctl.models.loading import create_model
     from reidctl.models.registry import get_spec
 
     # unknown names fail before any file work
     spec = loaded.spec if loaded is not None else get_spec(model)
     if static_batch is not None and static_batch < 1:
         raise InputError(f"--static-batch must be a positive batch size, got {static_batch}")
-    if not 7 <= opset <= 21:
-        raise InputError(f"opset {opset} is not supported; use 11..21 (default {DEFAULT_OPSET})")
+    if not MIN_OPSET <= opset <= MAX_OPSET:
+        raise InputError(
+            f"opset {opset} is not supported; use {MIN_OPSET}..{MAX_OPSET} "
+            f"(default {DEFAULT_OPSET})"
+        )
     output = check_output_path(output, force)
+    created = _missing_folders(output)
+    try:
+        return _export(
+            model, spec, output, weights, opset, static_batch, fold_normalize, allow_pickle,
+            validate_batches, simplify,
+        )  # fmt: skip
+    except BaseException:
+        for folder in created:  # deepest first; only the ones this call made, if still empty
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
+
+
+def _export(
+    model: str,
+    spec: Any,
+    output: Path,
+    weights: str | os.PathLike[str] | None,
+    opset: int,
+    static_batch: int | None,
+    fold_normalize: bool,
+    allow_pickle: bool,
+    validate_batches: tuple[int, ...],
+    simplify: bool,
+) -> dict[str, Any]:
+    import onnx
+    import torch
+
+    from reidctl.models.loading import create_model
 
     if loaded is None:
         loaded = create_model(model, weights=weights, allow_pickle=allow_pickle)

@@ -30,6 +30,7 @@ Ray itself is imported inside the functions (``pip install 'reidctl[ray]'``).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -88,12 +89,126 @@ class RayConnection:
         self.close()
 
 
+DEFAULT_CONNECT_TIMEOUT_S = 30.0
+
+# What a cluster with token authentication (the default of `ray start --head` where a token
+# exists, and of every local `ray.init`) needs from a process that joins it.
+TOKEN_NEEDS = (
+    "this process needs RAY_AUTH_MODE=token and the cluster's token (print it on the head "
+    "node with `ray get-auth-token`; pass it as RAY_AUTH_TOKEN=..., or in a file named by "
+    "RAY_AUTH_TOKEN_PATH, or in ~/.ray/auth_token)"
+)
+AUTH_HINT = (
+    f"if the cluster uses token authentication, {TOKEN_NEEDS}; on a trusted network the "
+    "cluster may instead be started with RAY_AUTH_MODE=disabled (see docs/scale.md)"
+)
+
+
+def parse_address(address: str) -> tuple[str, int] | None:
+    """``HOST:PORT`` (or ``ray://HOST:PORT``, ``[IPv6]:PORT``) -> ``(host, port)``;
+    ``None`` for ``auto`` (Ray finds the cluster itself). :class:`InputError` otherwise."""
+    if address == "auto":
+        return None
+    rest = address.split("://", 1)[1] if "://" in address else address
+    host, sep, port = rest.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise InputError(f"--address {address!r} is not HOST:PORT (e.g. 10.0.0.5:6379) or `auto`")
+    return host, int(port)
+
+
+def probe_address(address: str, timeout: float) -> None:
+    """Open (and close) a TCP connection to ``address``'s port within ``timeout`` seconds.
+
+    :class:`InputError` naming the address when nothing answers there, so that a wrong
+    address fails at once instead of inside Ray's own retry loop.
+    """
+    import socket
+
+    hostport = parse_address(address)
+    if hostport is None:
+        return
+    try:
+        with socket.create_connection(hostport, timeout=timeout):
+            pass
+    except OSError as e:
+        why = (
+            f"no answer within {timeout:g} s (--connect-timeout)"
+            if isinstance(e, TimeoutError)
+            else (e.strerror or str(e)).lower()
+        )
+        raise InputError(
+            f"cannot reach the Ray cluster at {address!r}: {why}; check that `ray start "
+            "--head` runs there and that its port is open"
+        ) from None
+
+
+def _check_gcs(ray: Any, address: str) -> None:
+    """Ask the GCS at ``address`` for its cluster id: a refused authentication token raises
+    at once here, where ``ray.init`` would retry it forever. Skipped for ``auto`` and
+    ``ray://`` addresses, and where this Ray has no such client."""
+    if address == "auto" or "://" in address:
+        return
+    client = getattr(getattr(ray, "_raylet", None), "GcsClient", None)
+    if client is not None:
+        client(address=address)
+
+
+class _DropMessage(logging.Filter):
+    def __init__(self, prefix: str) -> None:
+        super().__init__()
+        self.prefix = prefix
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.prefix)
+
+
+def _init_within(ray: Any, timeout: float, **kwargs: Any) -> None:
+    """``ray.init(**kwargs)``, given up after ``timeout`` seconds.
+
+    Ray runs in a helper thread, so the waiting main thread still handles signals
+    (SIGTERM, Ctrl-C) at once; a call that does not return in time raises
+    :class:`InputError` (the stuck thread is a daemon and ends with the process).
+    """
+    import threading
+
+    outcome: dict[str, BaseException | None] = {}
+
+    def target() -> None:
+        try:
+            _check_gcs(ray, kwargs["address"])
+            ray.init(**kwargs)
+            outcome["error"] = None
+        except BaseException as e:  # handed to the caller's thread
+            outcome["error"] = e
+
+    # Ray sets its SIGTERM handler only from the main thread and warns otherwise; the
+    # command line has its own handler, so that warning is noise here.
+    ray_log = logging.getLogger("ray._private.worker")
+    quiet = _DropMessage("SIGTERM handler is not set")
+    ray_log.addFilter(quiet)
+    t = threading.Thread(target=target, name="reidctl-ray-init", daemon=True)
+    try:
+        t.start()
+        t.join(timeout)
+    finally:
+        ray_log.removeFilter(quiet)
+    if "error" not in outcome:
+        raise InputError(
+            f"the Ray cluster at {kwargs.get('address')!r} did not answer within {timeout:g} s "
+            f"(--connect-timeout): is it a Ray head node's GCS port? {AUTH_HINT}"
+        )
+    if outcome["error"] is not None:
+        raise outcome["error"]
+
+
 def connect(
     address: str | None = None,
     *,
     num_cpus: int | None = None,
     num_gpus: int | None = None,
     object_store_memory: int | None = None,
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT_S,
 ) -> RayConnection:
     """Connect to Ray: reuse this process's connection, join ``address``, or start locally.
 
@@ -102,10 +217,18 @@ def connect(
     dashboard; ``"auto"`` joins the cluster this machine belongs to (``ray start`` run
     here); ``"HOST:PORT"`` joins that head node's GCS. An existing connection
     (``ray.init`` called by the caller) is used as is.
+
+    Joining is bounded by ``connect_timeout`` seconds: the address's TCP port is probed
+    first, then ``ray.init`` must return within the same time. Every failure (nothing
+    listening, no answer, a refused authentication token) raises :class:`InputError`
+    naming the address, before anything is written.
     """
     ray = import_ray()
+    if not connect_timeout > 0:
+        raise InputError(f"--connect-timeout must be positive, got {connect_timeout}")
     if ray.is_initialized():
         return RayConnection(False, address)
+    where = "a local Ray instance" if address is None else f"the Ray cluster at {address!r}"
     try:
         if address is None:
             ray.init(
@@ -117,14 +240,33 @@ def connect(
                 _node_ip_address="127.0.0.1",
             )
         else:
-            ray.init(address=address, logging_level=logging.WARNING)
-    except (ConnectionError, RuntimeError, ValueError) as e:
-        where = "a local Ray instance" if address is None else f"the Ray cluster at {address!r}"
-        raise InputError(
-            f"cannot connect to {where}: {str(e).splitlines()[0] if str(e) else e}; start the "
-            "head with `ray start --head` and pass its address (HOST:PORT) or `auto`"
-        ) from e
+            probe_address(address, connect_timeout)
+            _init_within(ray, connect_timeout, address=address, logging_level=logging.WARNING)
+    except ReidctlError:
+        raise
+    except Exception as e:
+        if _is_auth_error(ray, e):
+            raise InputError(
+                f"cannot connect to {where}: it refused this process's authentication token "
+                f"(InvalidAuthToken): the cluster uses token authentication; {TOKEN_NEEDS}; see "
+                "docs/scale.md"
+            ) from None
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        hint = (
+            "start the head with `ray start --head` and pass its address (HOST:PORT) or `auto`"
+            if address in (None, "auto")
+            else f"check that `ray start --head` runs there; {AUTH_HINT}"
+        )
+        raise InputError(f"cannot connect to {where}: {first}; {hint}") from None
     return RayConnection(address is None, address)
+
+
+def _is_auth_error(ray: Any, err: BaseException) -> bool:
+    auth_error = getattr(ray.exceptions, "AuthenticationError", None)
+    if auth_error is not None and isinstance(err, auth_error):
+        return True
+    text = f"{type(err).__name__} {err}".lower()
+    return "auth" in text and "token" in text
 
 
 def _unwrap(ray: Any, err: Exception, what: str) -> Exception:
@@ -184,11 +326,15 @@ class RayPrepExecutor:
         address: str | None = None,
         shard_size: int = DEFAULT_PREP_SHARD,
         max_retries: int = 3,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT_S,
     ) -> None:
         if shard_size < 1 or max_retries < 0:
             raise InputError("shard_size must be >= 1 and max_retries >= 0")
+        if not connect_timeout > 0:
+            raise InputError(f"--connect-timeout must be positive, got {connect_timeout}")
         import_ray()
         self.address, self.shard_size, self.max_retries = address, shard_size, max_retries
+        self.connect_timeout = connect_timeout
 
     def write_tensors(
         self,
@@ -204,22 +350,25 @@ class RayPrepExecutor:
 
         ray = import_ray()
         shards = _shard_ranges(len(entries), self.shard_size)
-        if not resume:
-            shutil.rmtree(out / SHARDS_DIR, ignore_errors=True)
-        (out / SHARDS_DIR).mkdir(exist_ok=True)
-        total = ShardResult()
-        todo = []
-        for i, (a, b) in enumerate(shards):
-            done = _read_prep_marker(_prep_marker(out, i), entries[a:b]) if resume else None
-            if done is None:
-                todo.append(i)
-            else:
-                total.skipped += b - a
-                total.bad.extend(done)
-        with connect(self.address):
+        with connect(self.address, connect_timeout=self.connect_timeout):
+            # Connected first: a cluster that cannot be reached leaves nothing behind.
+            if not resume:
+                shutil.rmtree(out / SHARDS_DIR, ignore_errors=True)
+            (out / SHARDS_DIR).mkdir(exist_ok=True)
+            total = ShardResult()
+            todo = []
+            for i, (a, b) in enumerate(shards):
+                done = _read_prep_marker(_prep_marker(out, i), entries[a:b]) if resume else None
+                if done is None:
+                    todo.append(i)
+                else:
+                    total.skipped += b - a
+                    total.bad.extend(done)
             task = ray.remote(num_cpus=1, max_retries=self.max_retries)(_prep_shard)
             refs = {
-                task.remote(list(entries[a:b]), str(root), str(out), settings, resume): i
+                task.remote(
+                    list(entries[a:b]), str(root.resolve()), str(out.resolve()), settings, resume
+                ): i
                 for i in todo
                 for a, b in [shards[i]]
             }
@@ -278,6 +427,7 @@ def preprocess_ray(
     force: bool = False,
     skip_bad: bool = False,
     progress: bool = False,
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT_S,
 ) -> Any:
     """:func:`reidctl.preprocess.preprocess_dataset` with Ray tasks doing the tensors
     (:class:`RayPrepExecutor`).
@@ -287,21 +437,29 @@ def preprocess_ray(
     """
     from reidctl.preprocess.engine import preprocess_dataset
 
-    return preprocess_dataset(
-        layout,
-        root,
-        out_dir,
-        spec=spec,
-        splits=splits,
-        dtype=dtype,
-        flip=flip,
-        relative_info=relative_info,
-        resume=resume,
-        force=force,
-        skip_bad=skip_bad,
-        progress=progress,
-        executor=RayPrepExecutor(address, shard_size, max_retries),
+    # Join a remote cluster before the output directory is touched: an unreachable address
+    # leaves nothing behind. (A local Ray starts in write_tensors, after the input checks.)
+    joined = (
+        connect(address, connect_timeout=connect_timeout)
+        if address is not None
+        else contextlib.nullcontext()
     )
+    with joined:
+        return preprocess_dataset(
+            layout,
+            root,
+            out_dir,
+            spec=spec,
+            splits=splits,
+            dtype=dtype,
+            flip=flip,
+            relative_info=relative_info,
+            resume=resume,
+            force=force,
+            skip_bad=skip_bad,
+            progress=progress,
+            executor=RayPrepExecutor(address, shard_size, max_retries, connect_timeout),
+        )
 
 
 def _read_prep_marker(path: Path, shard: Sequence[ManifestEntry]) -> list[Any] | None:
@@ -410,6 +568,13 @@ def _prepare_results_dir(out_dir: Path, resume: bool, force: bool) -> None:
     shutil.rmtree(out_dir / SHARDS_DIR, ignore_errors=True)
 
 
+def _remove_if_empty(path: Path) -> None:
+    """Remove the directory ``path`` if it exists and holds nothing."""
+    with contextlib.suppress(OSError):
+        if path.is_dir() and not any(path.iterdir()):
+            path.rmdir()
+
+
 def _shard_path(out_dir: Path, i: int) -> Path:
     return out_dir / SHARDS_DIR / f"infer-{i:06d}.npz"
 
@@ -448,11 +613,15 @@ class RayExecutor:
         shard_size: int | None = None,
         max_retries: int = 3,
         resume: bool = False,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT_S,
     ) -> None:
         if (workers is not None and workers < 1) or cpus_per_worker <= 0 or gpus_per_worker < 0:
             raise InputError("--workers must be >= 1, cpus per worker > 0, --gpus-per-worker >= 0")
         if max_retries < 0:
             raise InputError(f"max_retries must be >= 0, got {max_retries}")
+        if not connect_timeout > 0:
+            raise InputError(f"--connect-timeout must be positive, got {connect_timeout}")
+        self.connect_timeout = connect_timeout
         self.address, self.workers = address, workers
         self.cpus_per_worker, self.gpus_per_worker = cpus_per_worker, gpus_per_worker
         self.shard_size, self.max_retries, self.resume = shard_size, max_retries, resume
@@ -487,53 +656,68 @@ class RayExecutor:
                 loaded = _load_shard(_shard_path(out_dir, i), keys[i])
                 if loaded is not None:
                     results[i] = loaded
-        (out_dir / SHARDS_DIR).mkdir(parents=True, exist_ok=True)
         todo = [i for i in range(len(shards)) if i not in results]
 
         ray = import_ray()
         t_start = time.perf_counter()
         latencies: list[float] = []
-        with connect(self.address):
-            n_workers = self.workers or _default_workers(
-                ray, self.cpus_per_worker, self.gpus_per_worker
-            )
-            n_workers = max(1, min(n_workers, len(todo) or 1))
-            actor_cls = ray.remote(
-                num_cpus=self.cpus_per_worker,
-                num_gpus=self.gpus_per_worker,
-                max_restarts=self.max_retries,
-                max_task_retries=0,  # the driver resubmits, preferring another worker
-            )(InferWorker)
-            args = (str(job.model_file), str(job.prep.path), job.runner_cls, job.options)
-            actors = [actor_cls.remote(*args, batch_size) for _ in range(n_workers)]
+        with connect(self.address, connect_timeout=self.connect_timeout):
+            # Connected first: a cluster that cannot be reached leaves no .shards/ behind.
+            created = not out_dir.exists()
+            (out_dir / SHARDS_DIR).mkdir(parents=True, exist_ok=True)
             try:
-                described = _describe_all(ray, actors, self.max_retries)
-                setup_s = time.perf_counter() - t_start
-                t0 = time.perf_counter()
-                bar = _bar(
-                    len(entries),
-                    f"infer (ray, {n_workers} workers)",
-                    job.progress,
-                    initial=sum(b - a for i, (a, b) in enumerate(shards) if i in results),
+                n_workers = self.workers or _default_workers(
+                    ray, self.cpus_per_worker, self.gpus_per_worker
                 )
+                n_workers = max(1, min(n_workers, len(todo) or 1))
+                actor_cls = ray.remote(
+                    num_cpus=self.cpus_per_worker,
+                    num_gpus=self.gpus_per_worker,
+                    max_restarts=self.max_retries,
+                    max_task_retries=0,  # the driver resubmits, preferring another worker
+                )(InferWorker)
+                # Absolute paths: the workers do not share the driver's working directory.
+                args = (
+                    str(Path(job.model_file).resolve()),
+                    str(Path(job.prep.path).resolve()),
+                    job.runner_cls,
+                    job.options,
+                )
+                actors = [actor_cls.remote(*args, batch_size) for _ in range(n_workers)]
                 try:
-                    retried = _run_shards(
-                        ray,
-                        actors,
-                        todo,
-                        shards,
-                        self.max_retries,
-                        lambda i, out, lat: _persist(
-                            out_dir, i, keys[i], out, lat, results, latencies
-                        ),
-                        bar,
+                    described = _describe_all(ray, actors, self.max_retries)
+                    setup_s = time.perf_counter() - t_start
+                    t0 = time.perf_counter()
+                    bar = _bar(
+                        len(entries),
+                        f"infer (ray, {n_workers} workers)",
+                        job.progress,
+                        initial=sum(b - a for i, (a, b) in enumerate(shards) if i in results),
                     )
+                    try:
+                        retried = _run_shards(
+                            ray,
+                            actors,
+                            todo,
+                            shards,
+                            self.max_retries,
+                            lambda i, out, lat: _persist(
+                                out_dir, i, keys[i], out, lat, results, latencies
+                            ),
+                            bar,
+                        )
+                    finally:
+                        bar.close()
+                    wall_s = time.perf_counter() - t0
                 finally:
-                    bar.close()
-                wall_s = time.perf_counter() - t0
-            finally:
-                for a in actors:
-                    ray.kill(a, no_restart=True)
+                    for a in actors:
+                        ray.kill(a, no_restart=True)
+            except BaseException:
+                # Keep persisted shards for --resume; drop what only this run created empty.
+                _remove_if_empty(out_dir / SHARDS_DIR)
+                if created:
+                    _remove_if_empty(out_dir)
+                raise
 
         outputs = {
             name: np.concatenate([results[i][name] for i in range(len(shards))])
@@ -583,6 +767,7 @@ def infer_ray(
     shard_size: int | None = None,
     max_retries: int = 3,
     resume: bool = False,
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT_S,
     **runner_options: Any,
 ) -> dict[str, Any]:
     """:func:`reidctl.runners.infer.run_inference` with a :class:`RayExecutor`.
@@ -596,7 +781,14 @@ def infer_ray(
     from reidctl.runners.infer import run_inference
 
     executor = RayExecutor(
-        address, workers, cpus_per_worker, gpus_per_worker, shard_size, max_retries, resume
+        address,
+        workers,
+        cpus_per_worker,
+        gpus_per_worker,
+        shard_size,
+        max_retries,
+        resume,
+        connect_timeout,
     )
     return run_inference(
         model_file,

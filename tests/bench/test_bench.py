@@ -15,6 +15,7 @@ from reidctl.errors import FormatError, InputError
 from reidctl.io import write_json_atomic
 from reidctl.runners.base import Runner
 from reidctl.specs import TensorSpec
+from tests.conftest import require
 
 
 class FakeRunner(Runner):
@@ -278,7 +279,7 @@ def test_model_labels_are_distinct() -> None:
 @pytest.fixture(scope="module")
 def tiny_onnx(tmp_path_factory):
     """A 3x16x8 -> 4 conv net exported with a dynamic batch (no sidecar needed)."""
-    torch = pytest.importorskip("torch")
+    torch = require("torch")
     path = tmp_path_factory.mktemp("bench") / "tiny.onnx"
     torch.manual_seed(0)
     net = torch.nn.Sequential(
