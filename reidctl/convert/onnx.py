@@ -244,7 +244,7 @@ def onnx_from_torch(
     try:
         return _export(
             model, spec, output, weights, opset, static_batch, fold_normalize, allow_pickle,
-            validate_batches, simplify,
+            validate_batches, simplify, options, first_camera, loaded,
         )  # fmt: skip
     except BaseException:
         for folder in created:  # deepest first; only the ones this call made, if still empty
@@ -264,6 +264,9 @@ def _export(
     allow_pickle: bool,
     validate_batches: tuple[int, ...],
     simplify: bool,
+    options: Mapping[str, Any] | None,
+    first_camera: int,
+    loaded: LoadedModel | None,
 ) -> dict[str, Any]:
     import onnx
     import torch
