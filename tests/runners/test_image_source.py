@@ -192,13 +192,20 @@ def test_stream_with_ray_engine_equals_two_stage(osnet_onnx, market_mini, staged
     _, res = staged
     out = tmp_path / "res"
     args = ["infer", str(osnet_onnx), "--images", str(market_mini), "--layout", "market1501"]
-    ray = ["--engine", "ray", "--workers", "2", "--threads", "1"]
-    assert main([*args, "-o", str(out), "--bs", "8", *ray]) == 0
-    assert "ray: 2 worker(s)" in capsys.readouterr().out
-    # --threads 1 is recorded in run.json's options: compare everything but run.json here
+    assert main([*args, "-o", str(tmp_path / "res-cli"), "--bs", "8", "--engine", "ray"]) == 0
+    assert "ray: " in capsys.readouterr().out
+    from reidctl.scale.ray_engine import infer_ray
+
+    # 4 shards of 16 images over 2 actors, each decoding its own shards
+    source = ImageSource("market1501", market_mini)
+    infer_ray(osnet_onnx, None, out, "ort", 8, workers=2, shard_size=16, source=source)
+    # the actors run 1 thread each (recorded in run.json's options): compare all but run.json
     a, b = _files(out), _files(res)
     assert {k: v for k, v in a.items() if k != "run.json"} == {
         k: v for k, v in b.items() if k != "run.json"
     }
     run = json.loads(a["run.json"])
-    assert run["engine"]["name"] == "ray" and run["images"]["num_images"] == 64
+    assert run["engine"]["workers"] == 2 and run["engine"]["shards"] == 4
+    assert run["images"]["num_images"] == 64 and run["prep_dir"] is None
+    cli = _files(tmp_path / "res-cli")
+    assert cli["features/feature.npy"] == b["features/feature.npy"]
