@@ -148,7 +148,7 @@ def measure(pipeline: str, model: Path, root: Path, out: Path, batch_size: int) 
     if proc.returncode != 0:
         raise RuntimeError(f"{pipeline} run failed (exit {proc.returncode})")
     wall = float(json.loads(stdout.strip().splitlines()[-1])["wall_s"])
-    features = (out / "results" / "features" / "feature.npy").read_bytes()
+    features = b"".join(p.read_bytes() for p in sorted((out / "results").rglob("*.npy")))
     shutil.rmtree(out, ignore_errors=True)
     os.sync()
     return {
