@@ -44,7 +44,9 @@ class RunRecord:
     """``run.json``: how a result directory was made. Times in seconds, latency in ms.
 
     ``engine`` is ``None`` for a single-process run (then left out of the file), else the
-    distributed engine's record (name, workers, shards, ...).
+    distributed engine's record (name, workers, shards, ...). ``prep_dir`` is ``None`` and
+    ``images`` the image source (layout, root, splits, preprocessing, bad files) for a run
+    straight from images (``reidctl infer --images``).
     """
 
     backend: str
@@ -52,7 +54,7 @@ class RunRecord:
     options: Mapping[str, Any]
     model_file: str
     model_sha256: str
-    prep_dir: str
+    prep_dir: str | None
     batch_size: int
     num_images: int
     wall_s: float
@@ -63,6 +65,7 @@ class RunRecord:
     dump: Mapping[str, Any] | None = None
     versions: Mapping[str, str] = field(default_factory=dict)
     engine: Mapping[str, Any] | None = None
+    images: Mapping[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         lat = self.latencies_s
@@ -88,6 +91,8 @@ class RunRecord:
         }
         if self.engine is not None:
             d["engine"] = dict(self.engine)
+        if self.images is not None:
+            d["images"] = dict(self.images)
         return d
 
 

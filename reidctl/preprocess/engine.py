@@ -25,6 +25,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
 
+import numpy as np
+
 from reidctl.artifacts import (
     INFO_NAME,
     MANIFEST_NAME,
@@ -249,19 +251,32 @@ def process_shard(
         if skip_existing and is_complete(target, nbytes):
             result.skipped += 1
             continue
-        try:
-            with open(root / e.source, "rb") as f:
-                data = f.read()
-            buf = transform(decode_image(data, e.source), buf)
-        except OSError as err:
-            result.bad.append(BadFile(e.source, f"cannot read: {err.strerror or err}"))
+        got = load_tensor(root, e, transform, buf)
+        if isinstance(got, BadFile):
+            result.bad.append(got)
             continue
-        except BadImageError as err:
-            result.bad.append(BadFile(e.source, str(err).split(": ", 1)[-1]))
-            continue
+        buf = got
         write_tensor(out_dir, e, buf.data)
         result.written += 1
     return result
+
+
+def load_tensor(
+    root: Path, entry: ManifestEntry, transform: ImageTransform, out: np.ndarray | None = None
+) -> np.ndarray | BadFile:
+    """The tensor of ``root/entry.source`` (``(C, H, W)``, into ``out`` when given), or a
+    :class:`BadFile` saying why the image cannot be read or decoded.
+
+    The one per-image step of every preprocessing path (tensor files and streaming).
+    """
+    try:
+        with open(root / entry.source, "rb") as f:
+            data = f.read()
+        return transform(decode_image(data, entry.source), out)
+    except OSError as err:
+        return BadFile(entry.source, f"cannot read: {err.strerror or err}")
+    except BadImageError as err:
+        return BadFile(entry.source, str(err).split(": ", 1)[-1])
 
 
 _WORKER: dict[str, Any] = {}

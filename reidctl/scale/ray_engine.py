@@ -31,6 +31,7 @@ Ray itself is imported inside the functions (``pip install 'reidctl[ray]'``).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -485,6 +486,10 @@ def _read_prep_marker(path: Path, shard: Sequence[ManifestEntry]) -> list[Any] |
 class InferWorker:
     """Ray actor body: one runner, activated once, running shards of the manifest.
 
+    ``data`` is the preprocessed set's directory, or a
+    :class:`~reidctl.runners.image_source.StreamPlan` whose images the actor decodes itself
+    (a decoding thread one chunk ahead of the runner).
+
     A :class:`ReidctlError` while loading the model (missing back end, wrong input shape)
     is kept and raised by every call, so the driver reports it instead of restarting the
     actor again and again.
@@ -493,7 +498,7 @@ class InferWorker:
     def __init__(
         self,
         model_file: str,
-        prep_dir: str,
+        data: Any,
         runner_cls: Any,
         options: dict[str, Any],
         batch_size: int,
@@ -503,11 +508,18 @@ class InferWorker:
         self.batch_size = batch_size
         self.error: ReidctlError | None = None
         self.runner = None
+        self.prep: PrepSet | None = None
+        self.plan = None
         try:
-            self.prep = PrepSet.open(prep_dir)
+            if isinstance(data, str):
+                self.prep = PrepSet.open(data)
+                meta = self.prep.meta
+            else:
+                self.plan = data
+                meta = data.meta
             self.runner = runner_cls(model_file, **options).activate()
             self.input = single_input(self.runner)
-            check_input_matches(self.input, self.prep.meta, model_file)
+            check_input_matches(self.input, meta, model_file)
         except ReidctlError as e:
             self.error = e
 
@@ -524,21 +536,37 @@ class InferWorker:
             "inputs": [s.to_dict() for s in self.runner.input_specs()],
         }
 
-    def run_shard(self, start: int, stop: int) -> tuple[dict[str, np.ndarray], list[float]]:
-        """Outputs of manifest rows ``start:stop`` and the per-call latencies (s)."""
-        from reidctl.runners.infer import infer_entries
+    def run_shard(
+        self, start: int, stop: int
+    ) -> tuple[dict[str, np.ndarray], list[float], list[Any]]:
+        """Outputs of rows ``start:stop`` (of the manifest, or of the planned images: then
+        of the good ones among them), the per-call latencies (s) and the bad images."""
+        from reidctl.runners.image_source import ImageStream
+        from reidctl.runners.infer import infer_entries, run_batches
 
         if self.error is not None:
             raise self.error
         before = len(self.runner.latencies_s)
-        out = infer_entries(
-            self.runner,
-            self.prep,
-            self.prep.entries[start:stop],
-            self.batch_size,
-            input_name=self.input.name,
-        )
-        return out, list(self.runner.latencies_s[before:])
+        bad: list[Any] = []
+        if self.plan is not None:
+            part = self.plan.entries[start:stop]
+            with ImageStream(
+                self.plan, part, self.batch_size, workers=1, processes=False
+            ) as stream:
+                _, out = run_batches(
+                    self.runner, stream.batches(), len(part), input_name=self.input.name
+                )
+                bad = list(stream.bad)
+        else:
+            assert self.prep is not None
+            out = infer_entries(
+                self.runner,
+                self.prep,
+                self.prep.entries[start:stop],
+                self.batch_size,
+                input_name=self.input.name,
+            )
+        return out, list(self.runner.latencies_s[before:]), bad
 
 
 def _prepare_results_dir(out_dir: Path, resume: bool, force: bool) -> None:
@@ -579,13 +607,18 @@ def _shard_path(out_dir: Path, i: int) -> Path:
     return out_dir / SHARDS_DIR / f"infer-{i:06d}.npz"
 
 
-def _load_shard(path: Path, key: str) -> dict[str, np.ndarray] | None:
-    """A persisted shard's outputs if its key (model, options, range) matches, else None."""
+def _load_shard(path: Path, key: str) -> tuple[dict[str, np.ndarray], list[Any]] | None:
+    """A persisted shard's outputs and bad images if its key (model, options, range)
+    matches, else None."""
+    from reidctl.preprocess.engine import BadFile
+
     try:
         with np.load(path, allow_pickle=False) as z:
             if str(z["__key__"]) != key:
                 return None
-            return {k: z[k] for k in z.files if k != "__key__"}
+            bad = json.loads(str(z["__bad__"])) if "__bad__" in z.files else []
+            out = {k: z[k] for k in z.files if k not in ("__key__", "__bad__")}
+            return out, [BadFile(b["source"], b["reason"]) for b in bad]
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
         return None
 
@@ -638,7 +671,9 @@ class RayExecutor:
         from reidctl.runners.infer import InferOutcome
         from reidctl.specs import TensorSpec
 
-        out_dir, entries, batch_size = job.out_dir, job.prep.entries, job.batch_size
+        out_dir, batch_size = job.out_dir, job.batch_size
+        plan = job.source
+        entries = plan.entries if plan is not None else job.prep.entries
         size = self.shard_size or DEFAULT_INFER_SHARD_BATCHES * batch_size
         size = -(-size // batch_size) * batch_size  # whole batches: same batches as one process
         shards = _shard_ranges(len(entries), size)
@@ -647,15 +682,24 @@ class RayExecutor:
             "backend": job.runner_cls.name,
             "options": {k: str(v) for k, v in sorted(job.options.items())},
             "batch_size": batch_size,
-            "manifest_sha256": sha256_file(job.prep.path / MANIFEST_NAME),
         }
+        if plan is None:
+            key_base["manifest_sha256"] = sha256_file(job.prep.path / MANIFEST_NAME)
+        else:  # the images, their names and the preprocessing
+            key_base["images"] = hashlib.sha256(
+                json.dumps(
+                    {"plan": [e.to_dict() for e in entries], "meta": plan.meta},
+                    sort_keys=True,
+                ).encode()
+            ).hexdigest()
         keys = [json.dumps({**key_base, "rows": [a, b]}, sort_keys=True) for a, b in shards]
         results: dict[int, dict[str, np.ndarray]] = {}
+        bad: dict[int, list[Any]] = {}
         if self.resume:
             for i in range(len(shards)):
                 loaded = _load_shard(_shard_path(out_dir, i), keys[i])
                 if loaded is not None:
-                    results[i] = loaded
+                    results[i], bad[i] = loaded
         todo = [i for i in range(len(shards)) if i not in results]
 
         ray = import_ray()
@@ -677,12 +721,8 @@ class RayExecutor:
                     max_task_retries=0,  # the driver resubmits, preferring another worker
                 )(InferWorker)
                 # Absolute paths: the workers do not share the driver's working directory.
-                args = (
-                    str(Path(job.model_file).resolve()),
-                    str(Path(job.prep.path).resolve()),
-                    job.runner_cls,
-                    job.options,
-                )
+                data = plan if plan is not None else str(Path(job.prep.path).resolve())
+                args = (str(Path(job.model_file).resolve()), data, job.runner_cls, job.options)
                 actors = [actor_cls.remote(*args, batch_size) for _ in range(n_workers)]
                 try:
                     described = _describe_all(ray, actors, self.max_retries)
@@ -701,8 +741,8 @@ class RayExecutor:
                             todo,
                             shards,
                             self.max_retries,
-                            lambda i, out, lat: _persist(
-                                out_dir, i, keys[i], out, lat, results, latencies
+                            lambda i, out, lat, b: _persist(
+                                out_dir, i, keys[i], out, lat, b, results, latencies, bad
                             ),
                             bar,
                         )
@@ -719,10 +759,13 @@ class RayExecutor:
                     _remove_if_empty(out_dir)
                 raise
 
-        outputs = {
-            name: np.concatenate([results[i][name] for i in range(len(shards))])
-            for name in results[0]
-        }
+        filled = [results[i] for i in range(len(shards)) if results[i]]
+        outputs = (
+            {name: np.concatenate([r[name] for r in filled]) for name in filled[0]}
+            if filled
+            else {}
+        )
+        all_bad = [b for i in range(len(shards)) for b in bad.get(i, [])]
         engine = {
             "name": "ray",
             "address": self.address,
@@ -745,12 +788,14 @@ class RayExecutor:
             wall_s=wall_s,
             engine=engine,
             versions={"ray": ray.__version__},
+            entries=None if plan is None else plan.kept(all_bad),
+            bad=all_bad,
         )
 
 
 def infer_ray(
     model_file: str | os.PathLike[str],
-    prep_dir: str | os.PathLike[str],
+    prep_dir: str | os.PathLike[str] | None,
     out_dir: str | os.PathLike[str],
     backend: str | type | None = None,
     batch_size: int = 32,
@@ -768,6 +813,7 @@ def infer_ray(
     max_retries: int = 3,
     resume: bool = False,
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT_S,
+    source: Any = None,
     **runner_options: Any,
 ) -> dict[str, Any]:
     """:func:`reidctl.runners.infer.run_inference` with a :class:`RayExecutor`.
@@ -802,6 +848,7 @@ def infer_ray(
         feature=feature,
         progress=progress,
         executor=executor,
+        source=source,
         **runner_options,
     )
 
@@ -843,11 +890,17 @@ def _persist(
     key: str,
     out: dict[str, np.ndarray],
     lat: list[float],
+    bad_files: list[Any],
     results: dict[int, dict[str, np.ndarray]],
     latencies: list[float],
+    bad: dict[int, list[Any]],
 ) -> None:
-    write_npz_deterministic(_shard_path(out_dir, i), {**out, "__key__": np.array(key)})
+    extra = {"__key__": np.array(key)}
+    if bad_files:
+        extra["__bad__"] = np.array(json.dumps([b.to_dict() for b in bad_files]))
+    write_npz_deterministic(_shard_path(out_dir, i), {**out, **extra})
     results[i] = out
+    bad[i] = bad_files
     latencies.extend(lat)
 
 
@@ -857,7 +910,7 @@ def _run_shards(
     todo: list[int],
     shards: list[tuple[int, int]],
     max_retries: int,
-    on_done: Callable[[int, dict[str, np.ndarray], list[float]], None],
+    on_done: Callable[[int, dict[str, np.ndarray], list[float], list[Any]], None],
     bar: Any,
 ) -> int:
     """Feed shards to idle actors; resubmit a dead worker's shard. Returns shards retried."""
@@ -888,7 +941,7 @@ def _run_shards(
         ready, _ = ray.wait(list(pending), num_returns=1)
         i, a = pending.pop(ready[0])
         try:
-            out, lat = ray.get(ready[0])
+            out, lat, bad_files = ray.get(ready[0])
         except ray.exceptions.RayError as e:
             if _is_task_error(ray, e):
                 raise _unwrap(ray, e, f"inference shard {i}") from None
@@ -904,7 +957,7 @@ def _run_shards(
             queue.appendleft(i)
             idle.append(a)  # Ray restarts the actor; calls queue until it is back
             continue
-        on_done(i, out, lat)
+        on_done(i, out, lat, bad_files)
         idle.append(a)
         bar.update(shards[i][1] - shards[i][0])
     return len(retried)
