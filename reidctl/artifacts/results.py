@@ -62,6 +62,7 @@ class RunRecord:
     dump: Mapping[str, Any] | None = None
     versions: Mapping[str, str] = field(default_factory=dict)
     engine: Mapping[str, Any] | None = None
+    preprocess_check: Mapping[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         lat = self.latencies_s
@@ -87,6 +88,8 @@ class RunRecord:
         }
         if self.engine is not None:
             d["engine"] = dict(self.engine)
+        if self.preprocess_check is not None:
+            d["preprocess_check"] = dict(self.preprocess_check)
         return d
 
 

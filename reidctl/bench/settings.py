@@ -26,12 +26,14 @@ def parse_name_list(text: str) -> tuple[str, ...]:
 class BenchSettings:
     """How long and how to measure.
 
-    ``seconds`` bounds the timed calls per (model, back end, batch size) in seconds of
-    inference time; ``iters`` fixes the number of calls instead (it wins when both are set).
-    ``warmup`` untimed calls precede the timed ones. ``min_iters`` calls are always timed so
-    percentiles exist even for very slow models. ``threads`` is passed to the runner
-    (``None``: the back end's default). ``rounds`` is the number of alternations when several
-    models are compared. ``seed`` fixes the synthetic inputs.
+        ``seconds`` bounds the timed calls per (model, back end, batch size) in seconds of
+        inference time; ``iters`` fixes the number of calls instead (it wins when both are set).
+        ``warmup`` untimed calls precede the timed ones. ``min_iters`` calls are always timed so
+        percentiles exist even for very slow models. ``threads`` is passed to the runner
+        (``None``: the back end's default). ``rounds`` is the number of alternations when several
+        models are compared. ``seed`` fixes the synthetic inputs. ``data`` is a preprocessed set
+    to time instead; its preprocessing must match each model's sidecar unless
+    ``allow_preprocess_mismatch``.
     """
 
     batch_sizes: tuple[int, ...] = DEFAULT_BATCH_SIZES
@@ -43,6 +45,7 @@ class BenchSettings:
     rounds: int = 6
     seed: int = 0
     data: str | None = None
+    allow_preprocess_mismatch: bool = False
 
     def __post_init__(self) -> None:
         if not self.batch_sizes or any(b <= 0 for b in self.batch_sizes):

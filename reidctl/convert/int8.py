@@ -41,6 +41,7 @@ from reidctl.artifacts import (
     ModelSidecar,
     PrepSet,
     ResultDir,
+    check_prep_fits_model,
     read_sidecar,
     sidecar_path,
 )
@@ -404,6 +405,7 @@ def accuracy_guard(
     batch_size: int = 32,
     threads: int | None = None,
     progress: bool = False,
+    allow_preprocess_mismatch: bool = False,
 ) -> GuardResult:
     """Run both models over ``eval_dir`` (a labelled preprocessed set), evaluate both with
     the default settings of :func:`reidctl.evaluate.evaluate_results`, compare features.
@@ -432,6 +434,7 @@ def accuracy_guard(
             backend=backend,
             batch_size=batch_size,
             progress=progress,
+            allow_preprocess_mismatch=allow_preprocess_mismatch,
             **options,
         )
         metrics[tag] = _summary_metrics(evaluate_results(out))
@@ -666,6 +669,7 @@ def int8_from_onnx(
     force: bool = False,
     progress: bool = False,
     on_stage: Callable[[str], None] | None = None,
+    allow_preprocess_mismatch: bool = False,
 ) -> dict[str, Any]:
     """Quantise ``model_file`` (an ONNX with its sidecar) to ``output`` and write its sidecar.
 
@@ -673,6 +677,9 @@ def int8_from_onnx(
     ``max_map_drop`` (points) a larger mAP drop raises :class:`AccuracyGuardError` and
     leaves ``output`` untouched. A :class:`SameSetWarning` is issued when the calibration
     and evaluation sets share images. ``on_stage`` receives a line as each stage starts.
+    The preprocessing of ``calib_dir`` and ``eval_dir`` must match the source sidecar's
+    (:func:`reidctl.artifacts.check_prep_fits_model`) unless ``allow_preprocess_mismatch``;
+    the checks go to ``conversion.preprocess_check``.
     Returns the new sidecar (``conversion.accuracy_guard`` holds the guard's figures).
     """
     model_file, output, calib_dir = Path(model_file), Path(output), Path(calib_dir)
@@ -684,9 +691,19 @@ def int8_from_onnx(
     if max_map_drop is not None and max_map_drop < 0:
         raise InputError(f"--max-map-drop is a drop in points (>= 0), got {max_map_drop}")
     _check_output(output, force)
-    PrepSet.open(calib_dir)
+    checks = {}
+    for role, prep_dir in (("calib", calib_dir), ("eval", eval_dir)):
+        if prep_dir is None:
+            continue
+        checks[role] = check_prep_fits_model(
+            PrepSet.open(prep_dir),
+            model_file,
+            source_sidecar.preprocess,
+            allow_mismatch=allow_preprocess_mismatch,
+        )
+        if "note" in checks[role]:
+            warnings.warn(checks[role]["note"], stacklevel=2)
     if eval_dir is not None:
-        PrepSet.open(eval_dir)
         shared = overlapping_images(calib_dir, eval_dir)
         if shared:
             warnings.warn(
@@ -711,6 +728,7 @@ def int8_from_onnx(
             reduce_range=reduce_range,
             progress=progress,
         )
+        conversion["preprocess_check"] = checks
         sidecar = source_sidecar.with_fields(
             drop=("validation",),
             source={"file": model_file.name, "sha256": sha256_file(model_file)},
@@ -729,6 +747,7 @@ def int8_from_onnx(
                 max_map_drop=max_map_drop,
                 threads=threads,
                 progress=progress,
+                allow_preprocess_mismatch=allow_preprocess_mismatch,
             )
             conversion["accuracy_guard"] = guard.to_dict()
             if not guard.passed:

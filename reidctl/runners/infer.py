@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ from reidctl.artifacts import (
     ResultDir,
     RunRecord,
     check_output_names,
+    check_prep_fits_model,
     check_replaceable,
     read_tensor,
 )
@@ -210,6 +212,18 @@ def runner_class(model_file: Path, backend: str | None) -> type[Runner]:
     return cls
 
 
+def model_preprocess(sidecar: ModelSidecar | None, model: str | None = None) -> Any:
+    """The preprocessing a model expects: its sidecar's, else (torch without a sidecar) the
+    registered ``model``'s, else ``None`` (a foreign model: nothing to check against)."""
+    if sidecar is not None:
+        return sidecar.preprocess
+    if model:
+        from reidctl.models.registry import get_spec
+
+        return get_spec(model).preprocess
+    return None
+
+
 def load_inference_inputs(
     model_file: Path, prep_dir: Path, dump: str | None, batch_size: int
 ) -> PrepSet:
@@ -324,6 +338,7 @@ def run_inference(
     feature: str | None = None,
     progress: bool = False,
     executor: InferExecutor | None = None,
+    allow_preprocess_mismatch: bool = False,
     **runner_options: Any,
 ) -> dict[str, Any]:
     """Run ``model_file`` over the preprocessed set ``prep_dir``; write ``out_dir``.
@@ -334,7 +349,10 @@ def run_inference(
     (``"bin"``/``"txt"``) also writes the vendor-tool layout ``dump/<stem>_<k>.<ext>``,
     ``k`` from ``index_base``. ``feature`` overrides the retrieval feature recorded in
     ``model.json``. ``executor`` runs the runners (default :class:`LocalExecutor`: one, in
-    this process). ``runner_options`` go to the runner (``threads``, ``device``, ``fp16``,
+    this process). The set's preprocessing (``meta.json``) must match the model's facts
+    (sidecar, or the registered ``model`` option's), else :class:`PreprocessMismatchError`
+    unless ``allow_preprocess_mismatch`` (recorded in ``run.json`` as ``preprocess_check``).
+    ``runner_options`` go to the runner (``threads``, ``device``, ``fp16``,
     ``channels_last``, ``precision``, ``model``, ``weights``, ...); unset
     (``None``/``False``) ones are ignored.
 
@@ -345,13 +363,24 @@ def run_inference(
     model_file, prep_dir, out_dir = Path(model_file), Path(prep_dir), Path(out_dir)
     executor = executor or LocalExecutor()
     prep = load_inference_inputs(model_file, prep_dir, dump, batch_size)
+    sidecar = sidecar_or_none(model_file)
+    if sidecar is not None and len(sidecar.inputs) == 1:
+        # shape and dtype first (the runner checks them again against the loaded model)
+        check_input_matches(sidecar.inputs[0], prep.meta, str(model_file))
+    fit = check_prep_fits_model(
+        prep,
+        model_file,
+        model_preprocess(sidecar, runner_options.get("model")),
+        allow_mismatch=allow_preprocess_mismatch,
+    )
+    if "note" in fit:
+        warnings.warn(fit["note"], stacklevel=2)
     executor.prepare_output(out_dir, force)
     if isinstance(backend, type) and issubclass(backend, Runner):
         cls = backend
     else:
         cls = runner_class(model_file, backend)
     options = executor.runner_options(cls, check_options(cls, runner_options))
-    sidecar = sidecar_or_none(model_file)
     job = InferJob(
         model_file, sha256_file(model_file), prep, out_dir, cls, options, batch_size, progress
     )
@@ -387,6 +416,7 @@ def run_inference(
             **cls.versions(),
         },
         engine=done.engine,
+        preprocess_check=fit,
     )
     return write_results(out_dir, prep, done.outputs, facts, run, dump, index_base).run
 
