@@ -5,7 +5,7 @@ For each size (default 128 and 2000 tensors) and method, a fresh child process p
 ``osnet_x0_25`` (random weights: memory does not depend on them), calibrates it on that many
 tensors made from the real train crops of ``$REIDCTL_SAMPLE_DIR`` (default ``../shared``;
 see :mod:`reidctl.benchmarks.calib_sets`) and reports its peak resident memory
-(``ru_maxrss``) and wall time. Calibration holds one batch of intermediate outputs at a
+(``VmHWM``) and wall time. Calibration holds one batch of intermediate outputs at a
 time, so the peak should not grow with the set.
 """
 
@@ -20,20 +20,26 @@ import time
 from pathlib import Path
 
 
-def _child(model: str, calib: str, method: str, work: str) -> None:
-    import resource
+def _status_mib(field: str) -> float:
+    """``VmHWM`` (peak resident memory of this process image) or ``VmRSS`` in MiB, from
+    /proc/self/status (``ru_maxrss`` would carry the parent's peak across ``exec``)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"{field} not in /proc/self/status")
 
+
+def _child(model: str, calib: str, method: str, work: str) -> None:
     from reidctl.convert.int8 import PrepCalibrationReader, calibrate_ranges
 
     t0 = time.perf_counter()
     reader = PrepCalibrationReader(calib, "image", samples=None, batch_size=8)
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    base = _status_mib("VmRSS")
     ranges = calibrate_ranges(model, reader, method, work)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak = _status_mib("VmHWM")
     print(json.dumps({
         "tensors": len(reader.files), "method": method, "tensors_ranged": len(list(ranges.keys())),
-        "peak_rss_mib": peak / 1024, "rss_before_mib": base / 1024,
-        "wall_s": time.perf_counter() - t0,
+        "peak_rss_mib": peak, "rss_before_mib": base, "wall_s": time.perf_counter() - t0,
     }))  # fmt: skip
 
 

@@ -8,7 +8,7 @@ import click
 
 from reidctl.commands._options import force_option
 from reidctl.preprocess.layouts import list_layouts
-from reidctl.preprocess.transform import DTYPES
+from reidctl.preprocess.transform import DEFAULT_MAX_PIXELS, DTYPES
 
 
 @click.command()
@@ -78,6 +78,14 @@ from reidctl.preprocess.transform import DTYPES
     help="With --engine ray: the cluster to join, `auto` (the one this machine belongs to) "
     "or HOST:PORT of the head node.  [default: start a local Ray on 127.0.0.1]",
 )
+@click.option(
+    "--max-pixels",
+    type=click.IntRange(min=1),
+    default=DEFAULT_MAX_PIXELS,
+    show_default=True,
+    help="Largest image decoded (width x height, read from the header first); larger ones, "
+    "e.g. decompression bombs, are bad images (see --skip-bad).",
+)
 @click.option("--relative-info", is_flag=True, help="Paths in prep.info relative to -o.")
 @click.option(
     "--resume", is_flag=True, help="Continue an interrupted run, keeping complete tensors."
@@ -105,6 +113,7 @@ def preprocess(
     workers: int | None,
     engine: str,
     address: str | None,
+    max_pixels: int,
     relative_info: bool,
     resume: bool,
     force: bool,
@@ -122,8 +131,9 @@ def preprocess(
     (--size, --mean, --std, --interp, --rgb/--bgr; defaults 256x128, ImageNet mean/std,
     bilinear, RGB).
 
-    Unreadable images are listed and make the run fail (exit 1) after the rest is done;
-    --skip-bad leaves them out instead. An interrupted run continues with --resume.
+    Unreadable images (undecodable, truncated, or larger than --max-pixels) are listed
+    and make the run fail (exit 1) after the rest is done; --skip-bad leaves them out
+    instead. An interrupted run continues with --resume.
 
     --engine ray spreads the images over a Ray cluster (a local one without --address); the
     dataset root and -o must then be at the same path on every node (shared file system).
@@ -170,6 +180,7 @@ def preprocess(
         force=force,
         skip_bad=skip_bad,
         progress=True,
+        max_pixels=max_pixels,
     )
     if engine == "ray":
         from reidctl.scale.ray_engine import preprocess_ray

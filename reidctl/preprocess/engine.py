@@ -40,6 +40,7 @@ from reidctl.errors import BadDataError, FormatError, InputError, OutputExistsEr
 from reidctl.io import write_json_atomic
 from reidctl.preprocess.layouts.base import DEFAULT_SPLITS, Layout, Record, scan_layout
 from reidctl.preprocess.transform import (
+    DEFAULT_MAX_PIXELS,
     BadImageError,
     ImageTransform,
     TensorSettings,
@@ -252,7 +253,7 @@ def process_shard(
         try:
             with open(root / e.source, "rb") as f:
                 data = f.read()
-            buf = transform(decode_image(data, e.source), buf)
+            buf = transform(decode_image(data, e.source, settings.max_pixels), buf)
         except OSError as err:
             result.bad.append(BadFile(e.source, f"cannot read: {err.strerror or err}"))
             continue
@@ -292,13 +293,21 @@ def _worker_task(args: tuple[list[ManifestEntry], str, str, TensorSettings, bool
 def _start_method() -> str:
     """``fork`` (cheapest: workers start in milliseconds) unless threads other than tqdm's
     idle monitor run, since a thread holding a lock at fork time can deadlock the child
-    (e.g. inside a Ray worker); then ``spawn``."""
+    (e.g. inside a Ray worker, or OpenCV's own worker threads once it has run a parallel
+    resize in this process); then ``spawn``. Native threads count too (``/proc/self/task``)."""
+    if sys.platform != "linux":
+        return "spawn"
     others = [
         t
         for t in threading.enumerate()
         if t is not threading.main_thread() and type(t).__name__ != "TMonitor"
     ]
-    return "fork" if sys.platform == "linux" and not others else "spawn"
+    monitors = threading.active_count() - 1 - len(others)
+    try:
+        os_threads = len(os.listdir("/proc/self/task"))
+    except OSError:
+        os_threads = 1 + len(others) + monitors
+    return "fork" if not others and os_threads <= 1 + monitors else "spawn"
 
 
 def default_workers() -> int:
@@ -555,6 +564,7 @@ def preprocess_dataset(
     skip_bad: bool = False,
     progress: bool = False,
     executor: PrepExecutor | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> PrepSummary:
     """Turn a dataset into a preprocessed set in ``out_dir`` (see ``docs/formats.md``).
 
@@ -564,10 +574,11 @@ def preprocess_dataset(
     mean/std). Bad images are reported by path: by default every other image is still
     processed and then :class:`BadDataError` lists them (``meta.json`` is not written, so
     the set stays incomplete: fix the files and ``resume``); with ``skip_bad`` they are
-    left out and listed in ``meta.json``. Raises :class:`InputError` for a bad layout, root,
-    name or output directory.
+    left out and listed in ``meta.json``. Images of more than ``max_pixels`` pixels (width x
+    height, read from the header before decoding) are bad images too. Raises
+    :class:`InputError` for a bad layout, root, name or output directory.
     """
-    settings = TensorSettings(spec or PreprocessSpec(), dtype, flip)
+    settings = TensorSettings(spec or PreprocessSpec(), dtype, flip, max_pixels)
     scan = scan_layout(layout, root, splits)
     if not scan.records:
         raise InputError(f"no images found for splits {', '.join(scan.splits)} under {scan.root}")

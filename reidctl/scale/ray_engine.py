@@ -278,6 +278,7 @@ def preprocess_ray(
     force: bool = False,
     skip_bad: bool = False,
     progress: bool = False,
+    max_pixels: int | None = None,
 ) -> Any:
     """:func:`reidctl.preprocess.preprocess_dataset` with Ray tasks doing the tensors
     (:class:`RayPrepExecutor`).
@@ -301,6 +302,7 @@ def preprocess_ray(
         skip_bad=skip_bad,
         progress=progress,
         executor=RayPrepExecutor(address, shard_size, max_retries),
+        **({} if max_pixels is None else {"max_pixels": max_pixels}),
     )
 
 
