@@ -40,13 +40,17 @@ from reidctl.preprocess.transform import DEFAULT_MAX_PIXELS, DTYPES
 @click.option(
     "--model", help="Registered model name (see `reidctl models`): take its preprocessing."
 )
-@click.option("--size", help="Input size HEIGHTxWIDTH in pixels.  [default: 256x128]")
+@click.option(
+    "--size", help="Input size HEIGHTxWIDTH in pixels, at most 4096 a side.  [default: 256x128]"
+)
 @click.option(
     "--mean",
     help="Per-channel mean, 3 comma-separated values in [0, 1].  [default: 0.485,0.456,0.406]",
 )
 @click.option(
-    "--std", help="Per-channel std, 3 comma-separated values.  [default: 0.229,0.224,0.225]"
+    "--std",
+    help="Per-channel std, 3 comma-separated values > 0 (1/255 for raw-pixel models).  "
+    "[default: 0.229,0.224,0.225]",
 )
 @click.option(
     "--interp",

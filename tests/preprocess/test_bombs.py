@@ -97,4 +97,3 @@ def test_max_pixels_option(tmp_path, capsys) -> None:
     assert "9_c1_big.jpg" in err and "300x400" in err and "--max-pixels 100000" in err
     assert main([*args, "-o", str(tmp_path / "b"), "--max-pixels", "120000"]) == 0
     assert main([*args, "-o", str(tmp_path / "c"), "--max-pixels", "0"]) == 2
-
