@@ -173,6 +173,41 @@ def read_tensor(
 # --------------------------------------------------------------------------- the set
 
 
+def check_manifest_fits(
+    prep_dir: Path, meta: dict[str, Any], entries: Sequence[ManifestEntry]
+) -> None:
+    """The manifest must list as many tensors as ``meta.json`` says (``num_tensors`` and the
+    per-split ``counts``, where recorded), and every ``bin`` must be a file name inside the
+    preprocessed directory (no absolute path, no ``..``, no sub-directory escaping it).
+    :class:`FormatError` naming the file otherwise."""
+    manifest = prep_dir / MANIFEST_NAME
+    n = meta.get("num_tensors")
+    if n is not None and n != len(entries):
+        raise FormatError(
+            f"{manifest} lists {len(entries)} tensors but {prep_dir / META_NAME} says "
+            f"num_tensors {n}: the set was changed after preprocessing; {PREP_FIX}"
+        )
+    counts = meta.get("counts")
+    if isinstance(counts, dict) and entries:
+        have: dict[str, int] = {}
+        for e in entries:
+            have[e.split] = have.get(e.split, 0) + 1
+        want = {k: int(v) for k, v in counts.items() if int(v)}
+        if have != want:
+            raise FormatError(
+                f"{manifest} lists {have} tensors per split but {prep_dir / META_NAME} says "
+                f"{want}; {PREP_FIX}"
+            )
+    for e in entries:
+        p = Path(e.bin)
+        if not e.bin or p.is_absolute() or ".." in p.parts or "\\" in e.bin or len(p.parts) != 1:
+            raise FormatError(
+                f"{manifest}: entry {e.index} names tensor {e.bin!r}, which is not a file "
+                f"name inside {prep_dir}; tensors are read only from the preprocessed "
+                f"directory itself. {PREP_FIX}"
+            )
+
+
 @dataclass(frozen=True)
 class PrepSet:
     """A complete preprocessed set: its directory, ``meta.json`` and manifest entries."""
@@ -184,10 +219,13 @@ class PrepSet:
     @classmethod
     def open(cls, prep_dir: str | os.PathLike[str]) -> PrepSet:
         """Read ``meta.json`` (format tag checked) and ``manifest.jsonl``; :class:`FormatError`
-        (exit code 2) for an incomplete set or an unknown format."""
+        (exit code 2) for an incomplete set, an unknown format, or a manifest that does not
+        fit ``meta.json`` (:func:`check_manifest_fits`)."""
         path = Path(prep_dir)
         meta = read_prep_meta(path)
-        return cls(path, meta, tuple(read_manifest(path)))
+        entries = tuple(read_manifest(path))
+        check_manifest_fits(path, meta, entries)
+        return cls(path, meta, entries)
 
     @property
     def dtype(self) -> np.dtype:

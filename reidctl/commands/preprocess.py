@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from reidctl.commands._common import echo_warnings
 from reidctl.commands._options import force_option
 from reidctl.preprocess.layouts import list_layouts
 from reidctl.preprocess.transform import DEFAULT_MAX_PIXELS, DTYPES
@@ -90,7 +91,12 @@ from reidctl.preprocess.transform import DEFAULT_MAX_PIXELS, DTYPES
     help="Largest image decoded (width x height, read from the header first); larger ones, "
     "e.g. decompression bombs, are bad images (see --skip-bad).",
 )
-@click.option("--relative-info", is_flag=True, help="Paths in prep.info relative to -o.")
+@click.option(
+    "--relative-info",
+    is_flag=True,
+    help="Paths in prep.info relative to -o (automatic, with a warning, when -o contains "
+    "whitespace: prep.info's fields are space-separated).",
+)
 @click.option(
     "--resume", is_flag=True, help="Continue an interrupted run, keeping complete tensors."
 )
@@ -186,14 +192,15 @@ def preprocess(
         progress=True,
         max_pixels=max_pixels,
     )
-    if engine == "ray":
-        from reidctl.scale.ray_engine import preprocess_ray
+    with echo_warnings():
+        if engine == "ray":
+            from reidctl.scale.ray_engine import preprocess_ray
 
-        summary = preprocess_ray(layout, root, output, address=address, **common)
-    else:
-        from reidctl.preprocess.engine import preprocess_dataset
+            summary = preprocess_ray(layout, root, output, address=address, **common)
+        else:
+            from reidctl.preprocess.engine import preprocess_dataset
 
-        summary = preprocess_dataset(layout, root, output, workers=workers, **common)
+            summary = preprocess_dataset(layout, root, output, workers=workers, **common)
     meta = summary.meta
     counts = ", ".join(f"{k} {v}" for k, v in summary.counts.items())
     shape = "x".join(str(d) for d in meta["shape"])

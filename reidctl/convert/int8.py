@@ -136,7 +136,9 @@ class PrepCalibrationReader:
         if self._bar is None and self.progress:
             from tqdm import tqdm
 
-            self._bar = tqdm(total=len(self), desc="calibrating", unit="batch", leave=False)
+            self._bar = tqdm(
+                total=len(self), desc="calibrating", unit="batch", leave=False, disable=None
+            )
         self._pos += len(chunk)
         if self._bar is not None:
             self._bar.update(1)

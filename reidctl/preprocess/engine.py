@@ -20,6 +20,7 @@ import os
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
@@ -46,6 +47,7 @@ from reidctl.preprocess.transform import (
     TensorSettings,
     decode_image,
 )
+from reidctl.progress import bar_disable
 from reidctl.specs import PreprocessSpec
 
 #: hidden file holding an unfinished run's settings; removed once meta.json is written
@@ -359,7 +361,7 @@ def write_tensors(
                 initial=total.skipped,
                 unit="img",
                 file=sys.stderr,
-                disable=not progress,
+                disable=bar_disable(progress),
                 desc="preprocess",
             )
             transform = ImageTransform(settings)
@@ -374,7 +376,7 @@ def write_tensors(
                 initial=total.skipped,
                 unit="img",
                 file=sys.stderr,
-                disable=not progress,
+                disable=bar_disable(progress),
                 desc="preprocess",
             )
             for r in pool.imap_unordered(_worker_task, tasks):
@@ -495,6 +497,24 @@ def finalize_output(
         "bad_files": sorted((b.to_dict() for b in bad_files), key=lambda d: d["source"]),
         "info": {"file": INFO_NAME, "relative": relative_info},
     }
+    if not relative_info and any(c.isspace() for c in str(out_dir)):
+        # the info file's four fields are separated by spaces (the vendor tool's format)
+        warnings.warn(
+            f"the output directory {out_dir} contains whitespace, which would split the "
+            f"absolute paths of {INFO_NAME}'s space-separated fields: writing paths relative "
+            "to it instead (as --relative-info does)",
+            stacklevel=2,
+        )
+        relative_info = True
+    bad_names = [e.bin for e in entries if any(c.isspace() for c in e.bin)]
+    if bad_names:
+        warnings.warn(
+            f"{len(bad_names)} tensor names contain whitespace (e.g. {bad_names[0]!r}, from "
+            f"the image file name): their {INFO_NAME} lines have more than four fields; "
+            "manifest.jsonl is unaffected",
+            stacklevel=2,
+        )
+    meta["info"]["relative"] = relative_info
     info = info_lines(entries, out_dir, spec.width, spec.height, relative_info)
     prep = finalize_prep_set(out_dir, entries, meta, info)
     (out_dir / STATE_NAME).unlink(missing_ok=True)

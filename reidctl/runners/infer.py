@@ -44,6 +44,7 @@ from reidctl.errors import (
     ShapeMismatchError,
 )
 from reidctl.io import sha256_file
+from reidctl.progress import bar_disable
 from reidctl.runners import get_runner, runner_for_file
 from reidctl.runners.base import Runner
 from reidctl.runners.facts import derive_facts, output_specs, sidecar_or_none
@@ -99,7 +100,13 @@ def infer_entries(
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=len(entries), unit="img", desc=f"infer ({runner.name})", leave=False)
+        bar = tqdm(
+            total=len(entries),
+            unit="img",
+            desc=f"infer ({runner.name})",
+            leave=False,
+            disable=bar_disable(progress),
+        )
     try:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="reidctl-read") as pool:
 

@@ -53,6 +53,7 @@ from reidctl.artifacts import (
 )
 from reidctl.errors import BadDataError, InputError, OutputExistsError, ReidctlError
 from reidctl.io import sha256_file, write_json_atomic
+from reidctl.progress import bar_disable
 from reidctl.scale._optional import import_ray
 
 # The preprocess defaults, without importing the preprocess stage (OpenCV) at import time.
@@ -145,7 +146,12 @@ def _bar(total: int, desc: str, progress: bool, initial: int = 0) -> Any:
     from tqdm import tqdm
 
     return tqdm(
-        total=total, initial=initial, unit="img", desc=desc, file=sys.stderr, disable=not progress
+        total=total,
+        initial=initial,
+        unit="img",
+        desc=desc,
+        file=sys.stderr,
+        disable=bar_disable(progress),
     )
 
 
