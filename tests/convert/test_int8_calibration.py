@@ -3,6 +3,7 @@ and gives the ranges of a calibration that holds all outputs at once, in any ord
 
 from __future__ import annotations
 
+import json
 import weakref
 from pathlib import Path
 
@@ -102,6 +103,9 @@ def test_every_tensor_counts(big, tmp_path) -> None:
         (sub / p.name).write_bytes(p.read_bytes())
     write_manifest(sub / "manifest.jsonl",
                    [replace(prep.entries[j], index=i) for i, j in enumerate(last)])  # fmt: skip
+    meta = json.loads((sub / "meta.json").read_text())
+    meta["counts"] = {"train": len(last)}
+    (sub / "meta.json").write_text(json.dumps(meta))
     part = tmp_path / "part.onnx"
     int8.int8_from_onnx(big["model"], sub, part, samples=None)
     assert sha256_file(full) != sha256_file(part)
