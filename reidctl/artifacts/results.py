@@ -66,6 +66,7 @@ class RunRecord:
     versions: Mapping[str, str] = field(default_factory=dict)
     engine: Mapping[str, Any] | None = None
     images: Mapping[str, Any] | None = None
+    preprocess_check: Mapping[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         lat = self.latencies_s
@@ -93,6 +94,8 @@ class RunRecord:
             d["engine"] = dict(self.engine)
         if self.images is not None:
             d["images"] = dict(self.images)
+        if self.preprocess_check is not None:
+            d["preprocess_check"] = dict(self.preprocess_check)
         return d
 
 

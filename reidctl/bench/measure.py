@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from pathlib import Path
@@ -98,7 +99,6 @@ def make_runner(backend: str, model_file: str, options: dict[str, Any]) -> Any:
     """``get_runner(backend)(model_file, **options)`` with only the options that back end
     declares (:func:`reidctl.runners.options.options_for`), so ``--threads`` applies to every
     back end that has threads to set; the others warn that they ignore it."""
-    import warnings
 
     from reidctl.runners import get_runner
     from reidctl.runners.options import given_options, options_for
@@ -145,6 +145,19 @@ def run_bench(
         raise InputError("no back end given; e.g. --backend ort")
     labels = model_labels(files)
     sidecars = load_sidecars(files)
+    if settings.data:
+        from reidctl.artifacts import PrepSet, check_prep_fits_model
+
+        prep = PrepSet.open(settings.data)
+        for f, side in zip(files, sidecars, strict=True):
+            fit = check_prep_fits_model(
+                prep,
+                f,
+                side.preprocess if side is not None else None,
+                allow_mismatch=settings.allow_preprocess_mismatch,
+            )
+            if "note" in fit:
+                warnings.warn(fit["note"], stacklevel=2)
     if runner_factory is None:
         from reidctl.runners import get_runner
         from reidctl.runners.options import check_some_accepts
@@ -266,7 +279,6 @@ def cache_dir() -> Path:
 def default_model_file(name: str = DEFAULT_MODEL, root: Path | None = None) -> tuple[Path, bool]:
     """The ONNX export of registered model ``name`` (random weights) in the cache; exports it
     on first use. Returns ``(path, exported_now)``."""
-    import warnings
 
     path = (root or cache_dir()) / name / "model.onnx"
     if path.is_file() and sidecar_path(path).is_file():

@@ -41,6 +41,8 @@ class BenchSettings:
 
     Each field is the CLI option of the same name (``batch_sizes`` is ``--bs``); an invalid
     value is an :class:`InputError` that names the option and its valid range.
+    ``data`` is a preprocessed set to time instead; its preprocessing must match each
+    model's sidecar unless ``allow_preprocess_mismatch``.
     """
 
     batch_sizes: tuple[int, ...] = DEFAULT_BATCH_SIZES
@@ -51,6 +53,7 @@ class BenchSettings:
     threads: int | None = None
     seed: int = 0
     data: str | None = None
+    allow_preprocess_mismatch: bool = False
 
     def __post_init__(self) -> None:
         if not self.batch_sizes or any(not _is_int(b) or b < 1 for b in self.batch_sizes):

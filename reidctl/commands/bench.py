@@ -58,6 +58,12 @@ from reidctl.commands._options import (
     help="Time real tensors from this preprocessed set instead of seeded random inputs.",
 )
 @click.option(
+    "--allow-preprocess-mismatch",
+    is_flag=True,
+    help="With --data: time it even though its preprocessing differs from the model's "
+    "sidecar (recorded in bench.json).",
+)
+@click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
@@ -84,6 +90,7 @@ def bench(
     warmup: int,
     threads: int | None,
     data: Path | None,
+    allow_preprocess_mismatch: bool,
     out: Path | None,
     force: bool,
     other: Path | None,
@@ -122,6 +129,7 @@ def bench(
         threads=threads,
         seed=seed,
         data=str(data) if data else None,
+        allow_preprocess_mismatch=allow_preprocess_mismatch,
     )
     names = engine.parse_name_list(backends)
     if out is not None:

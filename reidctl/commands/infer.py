@@ -76,6 +76,12 @@ from reidctl.commands._options import (
     is_flag=True,
     help="torch: load a legacy full-pickle checkpoint (runs code from the file: trusted only).",
 )
+@click.option(
+    "--allow-preprocess-mismatch",
+    is_flag=True,
+    help="Run even though PREP_DIR was preprocessed differently (size, colour order, mean, "
+    "std, interpolation) from what the model's sidecar states; recorded in run.json.",
+)
 @force_option("Replace an existing result directory.")
 @click.option(
     "--images",
@@ -173,6 +179,7 @@ def infer(
     model: str | None,
     weights: Path | None,
     allow_pickle: bool,
+    allow_preprocess_mismatch: bool,
     force: bool,
     engine: str,
     address: str | None,
@@ -198,7 +205,10 @@ def infer(
     write a result directory.
 
     Before running, the model input is checked against PREP_DIR/meta.json (shape and
-    dtype). Tensors are read one batch ahead on a background thread; a progress bar shows
+    dtype), and so is the preprocessing (size, colour order, mean, std, interpolation,
+    normalisation in graph; not --flip) against the model's sidecar: a mismatch is refused
+    (exit 2) unless --allow-preprocess-mismatch. A model without a sidecar runs unchecked,
+    with a note. Tensors are read one batch ahead on a background thread; a progress bar shows
     images/s on stderr. Static-batch models run at their batch (the last batch padded and
     trimmed). RESULTS/run.json is written last; `reidctl eval RESULTS` reads the directory.
     Only the options a back end understands may be given (e.g. --precision is openvino's).
@@ -272,6 +282,7 @@ def infer(
         model=model,
         weights=str(weights) if weights else None,
         allow_pickle=allow_pickle,
+        allow_preprocess_mismatch=allow_preprocess_mismatch,
     )
     with echo_warnings():
         if engine == "ray":

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ from reidctl.artifacts import (
     ResultDir,
     RunRecord,
     check_output_names,
+    check_prep_fits_model,
     check_replaceable,
     read_tensor,
 )
@@ -47,6 +49,7 @@ from reidctl.errors import (
     ShapeMismatchError,
 )
 from reidctl.io import sha256_file
+from reidctl.progress import bar_disable
 from reidctl.runners import get_runner, runner_for_file
 from reidctl.runners.base import Runner
 from reidctl.runners.facts import derive_facts, output_specs, sidecar_or_none
@@ -113,7 +116,13 @@ def run_batches(
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=total, unit="img", desc=f"infer ({runner.name})", leave=False)
+        bar = tqdm(
+            total=total,
+            unit="img",
+            desc=f"infer ({runner.name})",
+            leave=False,
+            disable=bar_disable(progress),
+        )
     try:
         for entries, batch in batches:
             out = runner.infer_rows(batch_inputs(input_name, entries, batch))
@@ -255,6 +264,18 @@ def runner_class(model_file: Path, backend: str | None) -> type[Runner]:
             "(`reidctl backends` lists what is available)"
         )
     return cls
+
+
+def model_preprocess(sidecar: ModelSidecar | None, model: str | None = None) -> Any:
+    """The preprocessing a model expects: its sidecar's, else (torch without a sidecar) the
+    registered ``model``'s, else ``None`` (a foreign model: nothing to check against)."""
+    if sidecar is not None:
+        return sidecar.preprocess
+    if model:
+        from reidctl.models.registry import get_spec
+
+        return get_spec(model).preprocess
+    return None
 
 
 def check_request(model_file: Path, dump: str | None, batch_size: int) -> None:
@@ -422,6 +443,7 @@ def run_inference(
     progress: bool = False,
     executor: InferExecutor | None = None,
     source: ImageSource | None = None,
+    allow_preprocess_mismatch: bool = False,
     **runner_options: Any,
 ) -> dict[str, Any]:
     """Run ``model_file`` over the preprocessed set ``prep_dir``; write ``out_dir``.
@@ -432,7 +454,10 @@ def run_inference(
     (``"bin"``/``"txt"``) also writes the vendor-tool layout ``dump/<stem>_<k>.<ext>``,
     ``k`` from ``index_base``. ``feature`` overrides the retrieval feature recorded in
     ``model.json``. ``executor`` runs the runners (default :class:`LocalExecutor`: one, in
-    this process). ``runner_options`` go to the runner (``threads``, ``device``, ``fp16``,
+    this process). The set's preprocessing (``meta.json``) must match the model's facts
+    (sidecar, or the registered ``model`` option's), else :class:`PreprocessMismatchError`
+    unless ``allow_preprocess_mismatch`` (recorded in ``run.json`` as ``preprocess_check``).
+    ``runner_options`` go to the runner (``threads``, ``device``, ``fp16``,
     ``channels_last``, ``precision``, ``model``, ``weights``, ...); unset
     (``None``/``False``) ones are ignored.
 
@@ -463,13 +488,26 @@ def run_inference(
             raise InputError("give a preprocessed set (PREP_DIR) or images (--images ROOT)")
         prep = load_inference_inputs(model_file, Path(prep_dir), dump, batch_size)
         meta = prep.meta
+    fit: dict[str, Any] | None = None
+    if prep is not None:
+        sidecar = sidecar_or_none(model_file)
+        if sidecar is not None and len(sidecar.inputs) == 1:
+            # shape and dtype first (the runner checks them again against the loaded model)
+            check_input_matches(sidecar.inputs[0], prep.meta, str(model_file))
+        fit = check_prep_fits_model(
+            prep,
+            model_file,
+            model_preprocess(sidecar, runner_options.get("model")),
+            allow_mismatch=allow_preprocess_mismatch,
+        )
+        if "note" in fit:
+            warnings.warn(fit["note"], stacklevel=2)
     executor.prepare_output(out_dir, force)
     if isinstance(backend, type) and issubclass(backend, Runner):
         cls = backend
     else:
         cls = runner_class(model_file, backend)
     options = executor.runner_options(cls, check_options(cls, runner_options))
-    sidecar = sidecar_or_none(model_file)
     job = InferJob(
         model_file,
         sha256_file(model_file),
@@ -526,6 +564,7 @@ def run_inference(
         },
         engine=done.engine,
         images=None if plan is None else plan.record(done.bad),
+        preprocess_check=fit,
     )
     return write_results(out_dir, entries, done.outputs, facts, run, dump, index_base).run
 

@@ -45,6 +45,7 @@ from reidctl.artifacts import (
 )
 from reidctl.errors import FormatError, InputError, ShapeMismatchError, UnknownNameError
 from reidctl.io import atomic_path, refuse_existing, sha256_file, write_json_atomic
+from reidctl.progress import bar_disable
 from reidctl.scale._optional import import_faiss
 
 INDEX_FORMAT = "reidctl.index/1"
@@ -226,7 +227,7 @@ def _add_in_chunks(index: Any, x: np.ndarray, progress: bool, chunk: int = 65536
     from tqdm import tqdm
 
     with tqdm(
-        total=x.shape[0], desc="index add", unit="row", disable=not progress, leave=False
+        total=x.shape[0], desc="index add", unit="row", disable=bar_disable(progress), leave=False
     ) as bar:
         for s in range(0, x.shape[0], chunk):
             block = x[s : s + chunk]
@@ -279,7 +280,7 @@ def search(
         return np.zeros((q.shape[0], 0), np.float32), np.zeros((q.shape[0], 0), np.int64)
     dist = np.empty((q.shape[0], k), np.float32)
     ids = np.empty((q.shape[0], k), np.int64)
-    with tqdm(total=q.shape[0], desc="search", unit="query", disable=not progress) as bar:
+    with tqdm(total=q.shape[0], desc="search", unit="query", disable=bar_disable(progress)) as bar:
         for s in range(0, q.shape[0], chunk):
             block = q[s : s + chunk]
             dist[s : s + chunk], ids[s : s + chunk] = index.search(block, k, params=params)

@@ -55,6 +55,7 @@ from reidctl.artifacts import (
 )
 from reidctl.errors import BadDataError, InputError, OutputExistsError, ReidctlError
 from reidctl.io import sha256_file, write_json_atomic
+from reidctl.progress import bar_disable
 from reidctl.scale._optional import import_ray
 
 # The preprocess defaults, without importing the preprocess stage (OpenCV) at import time.
@@ -288,7 +289,12 @@ def _bar(total: int, desc: str, progress: bool, initial: int = 0) -> Any:
     from tqdm import tqdm
 
     return tqdm(
-        total=total, initial=initial, unit="img", desc=desc, file=sys.stderr, disable=not progress
+        total=total,
+        initial=initial,
+        unit="img",
+        desc=desc,
+        file=sys.stderr,
+        disable=bar_disable(progress),
     )
 
 
@@ -429,6 +435,7 @@ def preprocess_ray(
     skip_bad: bool = False,
     progress: bool = False,
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT_S,
+    max_pixels: int | None = None,
 ) -> Any:
     """:func:`reidctl.preprocess.preprocess_dataset` with Ray tasks doing the tensors
     (:class:`RayPrepExecutor`).
@@ -460,6 +467,7 @@ def preprocess_ray(
             skip_bad=skip_bad,
             progress=progress,
             executor=RayPrepExecutor(address, shard_size, max_retries, connect_timeout),
+            **({} if max_pixels is None else {"max_pixels": max_pixels}),
         )
 
 

@@ -75,6 +75,12 @@ from reidctl.convert.int8 import DEFAULT_SAMPLES, METHODS, SameSetWarning, int8_
     help="Fail (exit 1, nothing written) if INT8 mAP is lower by more than this many points "
     "(1 point = 0.01 mAP). Needs --eval.",
 )
+@click.option(
+    "--allow-preprocess-mismatch",
+    is_flag=True,
+    help="Use --calib/--eval even though they were preprocessed differently from what the "
+    "model's sidecar states (recorded in the sidecar's conversion.preprocess_check).",
+)
 @threads_option("onnxruntime threads for the guard.")
 @force_option("Overwrite an existing output and sidecar.")
 def command(
@@ -88,6 +94,7 @@ def command(
     reduce_range: bool | None,
     eval_dir: Path | None,
     max_map_drop: float | None,
+    allow_preprocess_mismatch: bool,
     threads: int | None,
     force: bool,
 ) -> None:
@@ -128,6 +135,7 @@ def command(
             max_map_drop=max_map_drop,
             threads=threads,
             force=force,
+            allow_preprocess_mismatch=allow_preprocess_mismatch,
             progress=True,
             on_stage=lambda line: click.echo(f"  {line}", err=True),
         )
