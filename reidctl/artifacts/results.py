@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +28,7 @@ from reidctl.errors import (
     ShapeMismatchError,
     UnknownNameError,
 )
-from reidctl.io import sha256_file, write_json_atomic
+from reidctl.io import make_temp_dir, sha256_file, write_json_atomic
 
 RESULT_FORMAT = "reidctl.results/1"
 RESULT_FIX = "re-run `reidctl infer` to re-create the result directory"
@@ -217,7 +216,7 @@ class ResultDir:
         check_output_names(list(outputs))
         parent = out_dir.resolve().parent
         parent.mkdir(parents=True, exist_ok=True)
-        stage = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=parent))
+        stage = make_temp_dir(parent, prefix=f".{out_dir.name}.", suffix=".partial")
         old = None
         run_dict = run.to_dict()
         try:
@@ -230,7 +229,7 @@ class ResultDir:
                 extra(stage)
             write_json_atomic(stage / RUN_NAME, run_dict)  # last: marks the directory complete
             if out_dir.exists():
-                old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".old", dir=parent))
+                old = make_temp_dir(parent, prefix=f".{out_dir.name}.", suffix=".old")
                 os.replace(out_dir, old / out_dir.name)
             try:
                 os.replace(stage, out_dir)
