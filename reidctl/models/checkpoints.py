@@ -576,11 +576,33 @@ def _family(name: str) -> tuple[types.ModuleType, Any]:
     return family, getattr(family, func_name)
 
 
+_SHAPE_CHANGING_INPLACE = frozenset(
+    {"resize_", "resize_as_", "squeeze_", "unsqueeze_", "t_", "transpose_", "swapdims_"}
+    | {"swapaxes_", "as_strided_", "set_"}
+)
+
+
+class _NoValuesOnMeta(torch.overrides.TorchFunctionMode):
+    """Skip in-place value updates of meta tensors (weight initialisation): they compute
+    nothing on ``meta`` and some dispatch through slow Python reference kernels."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        name = getattr(func, "__name__", "")
+        if name.endswith("_") and not name.startswith("__") and name not in _SHAPE_CHANGING_INPLACE:
+            # torch.nn.init passes the tensor by keyword
+            target = args[0] if args else kwargs.get("tensor", kwargs.get("input"))
+            if isinstance(target, torch.Tensor) and target.is_meta:
+                return target
+        return func(*args, **kwargs)
+
+
 def _build_and_remap(
     name: str, sd: dict[str, torch.Tensor], num_classes: int | None, device: str
 ) -> tuple[torch.nn.Module, dict[str, torch.Tensor]]:
     _, build = _family(name)
-    with torch.device(device), warnings.catch_warnings():
+    meta = _NoValuesOnMeta() if device == "meta" else contextlib.nullcontext()
+    with torch.device(device), meta, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         module = build(name, num_classes)
         if hasattr(module, "remap_state_dict"):
@@ -684,23 +706,76 @@ def plain_metadata(obj: Any, limit: int = 20) -> dict[str, Any]:
     return out
 
 
-__all__ = [
-    "FORMATS",
-    "KeyComparison",
-    "ModelFit",
-    "Placeholder",
-    "RawCheckpoint",
-    "RefusedGlobalError",
-    "add_missing_batch_counters",
-    "compare_keys",
-    "detect_layout",
-    "extract_state_dict",
-    "fit_model",
-    "fit_models",
-    "key_prefixes",
-    "plain_metadata",
-    "read_checkpoint",
-    "sniff_format",
-    "strip_prefixes",
-    "suggest_models",
-]
+# --------------------------------------------------------------------------- description
+
+FORMAT_DESCRIPTIONS = {
+    "zip": "torch.save zip archive (PyTorch >= 1.6)",
+    "legacy": "legacy torch.save pickle stream (PyTorch <= 1.5)",
+    "safetensors": "safetensors",
+}
+
+
+def describe_checkpoint(
+    path: str | Path, allow_pickle: bool = False, max_fits: int = 5
+) -> dict[str, Any]:
+    """Everything ``reidctl inspect`` reports about a checkpoint, as JSON-ready data.
+
+    Keys: ``file``, ``size_bytes``, ``format``, ``layout``, ``metadata`` (plain top-level
+    values, safetensors metadata), ``tensors`` and ``parameters`` (of the model state dict),
+    ``wrapper_prefixes`` and ``key_prefixes`` (counts), ``fits`` (registered models whose
+    keys fit, best first: every exact fit, then up to ``max_fits`` partial ones) and
+    ``safe_load`` (``placeholders``: globals replaced by placeholders; ``refused``: a global
+    the file calls while read, in which case nothing else past ``format`` is known).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"file not found: {path}")
+    fmt = sniff_format(path)
+    report: dict[str, Any] = {
+        "file": str(path),
+        "kind": "checkpoint",
+        "size_bytes": path.stat().st_size,
+        "format": fmt,
+        "format_description": FORMAT_DESCRIPTIONS.get(str(fmt), "not a known checkpoint format"),
+    }
+    try:
+        raw = read_checkpoint(path, allow_pickle)
+    except CheckpointError as e:
+        cause = e.__cause__
+        if isinstance(cause, RefusedGlobalError):
+            report["safe_load"] = {
+                "ok": False,
+                "refused": cause.name,
+                "placeholders": [],
+                "message": str(e),
+            }
+            return report
+        raise
+    layout, layout_text = detect_layout(raw.obj, raw.format)
+    sd = extract_state_dict(raw.obj, str(path))
+    wrappers, heads = key_prefixes(raw.obj)
+    metadata = plain_metadata(raw.obj)
+    if raw.metadata:
+        metadata.update(raw.metadata)
+    fits = fit_models(sd)
+    shown = [f for f in fits if f.exact]
+    shown += [f for f in fits if not f.exact and (f.coverage > 0 or f.looks_like)][:max_fits]
+    report.update(
+        {
+            "layout": layout,
+            "layout_description": layout_text,
+            "metadata": metadata,
+            "tensors": len(sd),
+            "parameters": int(sum(v.numel() for v in sd.values())),
+            "wrapper_prefixes": wrappers,
+            "key_prefixes": heads,
+            "fits": [f.to_dict() for f in shown],
+            "safe_load": {
+                "ok": True,
+                "refused": None,
+                "placeholders": list(raw.placeholders),
+                "full_pickle": raw.full_pickle,
+            },
+        }
+    )
+    return report
