@@ -47,9 +47,7 @@ def dumps_json(obj: Any) -> str:
 _TEMP_ATTEMPTS = 100
 
 
-def _temp_names(
-    directory: str | os.PathLike[str], prefix: str, suffix: str
-) -> Iterator[Path]:
+def _temp_names(directory: str | os.PathLike[str], prefix: str, suffix: str) -> Iterator[Path]:
     directory = Path(directory)
     for _ in range(_TEMP_ATTEMPTS):
         yield directory / f"{prefix}{secrets.token_hex(6)}{suffix}"

@@ -241,9 +241,15 @@ def _first_line(e: BaseException) -> str:
     return text.splitlines()[0] if text else type(e).__name__
 
 
-def _unsupported_global(e: BaseException) -> str | None:
-    m = re.search(r"Unsupported global: GLOBAL [\w.]+", str(e))
-    return m.group(0) if m else None
+def _unsupported_global(e: BaseException) -> tuple[str, bool] | None:
+    """``(global, blocked)`` from torch's weights-only refusal, or None for other errors.
+
+    ``blocked``: torch refuses the global's module outright (``os``, ``subprocess`` ...).
+    """
+    m = re.search(
+        r"[Uu]nsupported(?: global:)? GLOBAL ([\w.]+)( whose module [\w.]+ is blocked)?", str(e)
+    )
+    return (m.group(1), m.group(2) is not None) if m else None
 
 
 def _read_safetensors(path: Path) -> RawCheckpoint:
@@ -327,8 +333,14 @@ def read_checkpoint(path: str | Path, allow_pickle: bool = False) -> RawCheckpoi
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         refused = _unsupported_global(e)
+        if refused is not None and refused[1]:
+            raise CheckpointError(
+                f"{path} holds Python objects that safe loading refuses (Unsupported global: "
+                f"GLOBAL {refused[0]}, from a module torch blocks; nothing was run). "
+                + ALLOW_PICKLE_HINT
+            ) from RefusedGlobalError(refused[0])
         if refused is not None and fmt in ("zip", "legacy"):
-            return _read_with_placeholders(path, fmt, refused)
+            return _read_with_placeholders(path, fmt, f"Unsupported global: GLOBAL {refused[0]}")
         raise CheckpointError(f"{path} is not a readable torch checkpoint: {_first_line(e)}") from e
     except Exception as e:  # a damaged file can fail anywhere inside the unpickler
         raise CheckpointError(
@@ -699,8 +711,6 @@ def plain_metadata(obj: Any, limit: int = 20) -> dict[str, Any]:
             out[str(k)] = v.item()
         elif isinstance(v, np.ndarray) and v.size <= 8:
             out[str(k)] = v.tolist()
-        elif isinstance(v, torch.Tensor) and v.numel() == 1 and str(k) not in ("state_dict",):
-            out[str(k)] = v.item()
         if len(out) >= limit:
             break
     return out
