@@ -23,9 +23,9 @@ restricted unpickler in which
 A full pickle (``allow_pickle=True``) runs whatever the file says and is an explicit
 opt-in.
 
-Key fit (:func:`fit_models`): every registered model is built on the ``meta`` device (no
-memory, no weights), its builder module's ``num_classes(sd)`` and its module's
-``remap_state_dict(sd)`` are applied exactly as :func:`reidctl.models.create_model` does,
+Key fit (:func:`fit_models`): every registered model is built on the CPU with weight
+initialisation skipped (allocation only), its builder module's ``num_classes(sd)`` and its
+module's ``remap_state_dict(sd)`` are applied as :func:`reidctl.models.create_model` does,
 and the checkpoint's key names and shapes are compared with the model's. A family may add
 ``looks_like(state_dict) -> bool | float`` (module level or on the built class) to vouch for
 files whose key set it cannot describe statically, and ``checkpoint_facts(state_dict) ->
@@ -486,9 +486,7 @@ def add_missing_batch_counters(
     out = dict(sd)
     for k, v in own.items():
         if is_batch_counter(k) and k not in out:
-            out[k] = (
-                v.detach().clone() if v.device.type != "meta" else torch.zeros((), dtype=v.dtype)
-            )
+            out[k] = v.detach().clone()
     return out
 
 
@@ -594,9 +592,14 @@ _SHAPE_CHANGING_INPLACE = frozenset(
 )
 
 
-class _NoValuesOnMeta(torch.overrides.TorchFunctionMode):
-    """Skip in-place value updates of meta tensors (weight initialisation): they compute
-    nothing on ``meta`` and some dispatch through slow Python reference kernels."""
+class _SkipInit(torch.overrides.TorchFunctionMode):
+    """Replace in-place value updates (weight initialisation) of every tensor but ``keep``'s
+    by zero-filling: a model built to compare key names and shapes needs no initial values,
+    and random initialisation of a large model costs seconds."""
+
+    def __init__(self, keep: dict[str, torch.Tensor]) -> None:
+        super().__init__()
+        self.keep = {id(t) for t in keep.values()}
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -604,17 +607,25 @@ class _NoValuesOnMeta(torch.overrides.TorchFunctionMode):
         if name.endswith("_") and not name.startswith("__") and name not in _SHAPE_CHANGING_INPLACE:
             # torch.nn.init passes the tensor by keyword
             target = args[0] if args else kwargs.get("tensor", kwargs.get("input"))
-            if isinstance(target, torch.Tensor) and target.is_meta:
-                return target
+            if isinstance(target, torch.Tensor) and id(target) not in self.keep:
+                # zeros, not uninitialised memory: init code that samples until the values
+                # are in range (trunc_normal_) then stops at once
+                return target.zero_() if name != "zero_" else target
         return func(*args, **kwargs)
 
 
 def _build_and_remap(
-    name: str, sd: dict[str, torch.Tensor], num_classes: int | None, device: str
+    name: str, sd: dict[str, torch.Tensor], num_classes: int | None
 ) -> tuple[torch.nn.Module, dict[str, torch.Tensor]]:
+    """Build ``name`` on the CPU without initialising its weights, then let it rename
+    ``sd``; the global RNG is left as it was."""
     _, build = _family(name)
-    meta = _NoValuesOnMeta() if device == "meta" else contextlib.nullcontext()
-    with torch.device(device), meta, warnings.catch_warnings():
+    with (
+        torch.random.fork_rng(devices=[]),
+        torch.no_grad(),
+        _SkipInit(sd),
+        warnings.catch_warnings(),
+    ):
         warnings.simplefilter("ignore")
         module = build(name, num_classes)
         if hasattr(module, "remap_state_dict"):
@@ -624,8 +635,11 @@ def _build_and_remap(
 
 def fit_model(name: str, sd: dict[str, torch.Tensor]) -> ModelFit:
     """Compare a prefix-stripped state dict with registered model ``name`` (no weights are
-    loaded; the model is built on the ``meta`` device, on the CPU only if that fails)."""
-    family, _ = _family(name)
+    loaded; the model is built without initialising its weights)."""
+    try:
+        family, _ = _family(name)
+    except ImportError as e:  # a family whose optional dependency is missing
+        return ModelFit(name, None, error=f"cannot import its builder: {_first_line(e)}")
     facts: dict[str, int] = {}
     num_classes = None
     try:
@@ -635,16 +649,10 @@ def fit_model(name: str, sd: dict[str, torch.Tensor]) -> ModelFit:
         return ModelFit(name, None, error=f"num_classes: {_first_line(e)}")
     if num_classes is not None:
         facts["num_classes"] = int(num_classes)
-    module = None
-    last_error = ""
-    for device in ("meta", "cpu"):
-        try:
-            module, remapped = _build_and_remap(name, sd, num_classes, device)
-            break
-        except Exception as e:  # the family refuses this checkpoint, or meta is unsupported
-            last_error = _first_line(e)
-    if module is None:
-        return ModelFit(name, None, facts=facts, error=last_error)
+    try:
+        module, remapped = _build_and_remap(name, sd, num_classes)
+    except Exception as e:  # the family refuses this checkpoint
+        return ModelFit(name, None, facts=facts, error=_first_line(e))
     comparison = compare_keys(module.state_dict(), remapped)
     for attr in _FACT_ATTRIBUTES:
         value = getattr(module, attr, None)
