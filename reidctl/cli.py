@@ -43,7 +43,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "adopt",
         "Write the facts of a model made elsewhere (sidecar, ONNX metadata).",
     ),
-    "inspect": ("reidctl.commands.inspect", "inspect", "Describe a model file and its facts."),
+    "inspect": (
+        "reidctl.commands.inspect",
+        "inspect",
+        "Describe a model file or a checkpoint (format, keys, the models it fits).",
+    ),
     "search": ("reidctl.commands.index", "search", "Search a FAISS index with query features."),
 }
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -30,7 +29,7 @@ from reidctl.errors import (
     ShapeMismatchError,
     UnknownNameError,
 )
-from reidctl.io import sha256_file, write_json_atomic
+from reidctl.io import make_temp_dir, sha256_file, write_json_atomic
 
 RESULT_FORMAT = "reidctl.results/1"
 RESULT_FIX = "re-run `reidctl infer` to re-create the result directory"
@@ -277,11 +276,7 @@ class ResultDir:
         remove_stale_stages(out_dir)
         # The owner's pid in the name lets a later run tell a dead run's leftovers from a
         # live one's stage.
-        stage = Path(
-            tempfile.mkdtemp(
-                prefix=f".{out_dir.name}.{os.getpid()}.", suffix=".partial", dir=parent
-            )
-        )
+        stage = make_temp_dir(parent, prefix=f".{out_dir.name}.{os.getpid()}.", suffix=".partial")
         old = None
         run_dict = run.to_dict()
         try:
@@ -294,11 +289,7 @@ class ResultDir:
                 extra(stage)
             write_json_atomic(stage / RUN_NAME, run_dict)  # last: marks the directory complete
             if out_dir.exists():
-                old = Path(
-                    tempfile.mkdtemp(
-                        prefix=f".{out_dir.name}.{os.getpid()}.", suffix=".old", dir=parent
-                    )
-                )
+                old = make_temp_dir(parent, prefix=f".{out_dir.name}.{os.getpid()}.", suffix=".old")
                 os.replace(out_dir, old / out_dir.name)
             try:
                 os.replace(stage, out_dir)

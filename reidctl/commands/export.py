@@ -179,13 +179,16 @@ def export(
     for o in sidecar["outputs"]:
         mark = "  <- feature" if o["name"] == sidecar["feature"] else ""
         click.echo(f"  output  {o['name']} {o['shape']}{mark}")
+    validation = sidecar["validation"]
     worst: dict[str, float] = {}
-    for r in sidecar["validation"]["results"]:
-        worst[r["output"]] = max(worst.get(r["output"], 0.0), r["max_abs_diff"])
-    batches = sorted({r["batch"] for r in sidecar["validation"]["results"]})
+    for r in validation["results"]:  # the figure the tolerance bounds: relative difference
+        worst[r["output"]] = max(worst.get(r["output"], 0.0), r["rel_diff"])
+    batches = sorted({r["batch"] for r in validation["results"]})
     click.echo(
-        f"  validated with onnxruntime at batch {', '.join(map(str, batches))}: max abs diff "
+        f"  validated with onnxruntime at batch {', '.join(map(str, batches))}: "
+        "max|onnx-torch|/max|torch| "
         + ", ".join(f"{k} {v:.2e}" for k, v in worst.items())
+        + f" (tolerance {validation['tolerance']:.0e})"
     )
     if sidecar["weights"] is None:
         click.secho("  weights: RANDOM (no --weights given)", fg="yellow")

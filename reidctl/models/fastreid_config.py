@@ -163,6 +163,7 @@ def load_fastreid(
     from reidctl.errors import CheckpointError
     from reidctl.io import sha256_file
     from reidctl.models import loading
+    from reidctl.models.checkpoints import add_missing_batch_counters
     from reidctl.models.fastreid import build_from_config
 
     cfg = config_from_yaml(config)
@@ -176,14 +177,11 @@ def load_fastreid(
             loading.load_checkpoint(weights, allow_pickle), str(weights)
         )
         sha = sha256_file(weights)
-        sd = module.remap_state_dict(sd)
+        sd = add_missing_batch_counters(module.state_dict(), module.remap_state_dict(sd))
         problem = loading._describe_mismatch(module, sd, str(weights))
         if problem:
             raise CheckpointError(
-                problem.replace(
-                    "check that the checkpoint belongs to this model (see `reidctl models`)",
-                    f"check that the checkpoint was trained with the config {config}",
-                )
+                f"{problem}\n  check that the checkpoint was trained with the config {config}"
             )
         module.load_state_dict(sd, strict=True)
     else:
