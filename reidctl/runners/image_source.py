@@ -230,7 +230,8 @@ class ImageStream:
     """Decoded batches of a :class:`StreamPlan`'s ``entries``, in order, bounded memory.
 
     ``workers`` decoders (default: every core): forked processes writing into a shared
-    anonymous memory ring when forking is safe, else threads (OpenCV releases the GIL while
+    anonymous memory ring when forking is safe (``processes=True`` asks for them, and is
+    honoured only then), else threads (OpenCV releases the GIL while
     decoding). Use as a context manager; :meth:`batches` yields ``(entries, tensors)``
     with ``tensors`` a ``[len(entries), C, H, W]`` array valid until the next batch is
     asked for. Bad images are collected in :attr:`bad`; without ``plan.skip_bad`` the
@@ -264,7 +265,10 @@ class ImageStream:
         self.shape = (self.num_slots, per, *s.shape)
         self.dtype = s.np_dtype.str
         self.bad: list[Any] = []
-        self.processes = (self.workers > 1 and _fork_safe()) if processes is None else processes
+        # forking a process that already runs other threads can deadlock the children (a lock
+        # held by a thread that does not exist in them): processes only where fork is safe
+        wanted = self.workers > 1 if processes is None else processes
+        self.processes = bool(wanted) and _fork_safe()
         self._pool: Any = None
         self._threads: ThreadPoolExecutor | None = None
 

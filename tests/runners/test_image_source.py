@@ -15,7 +15,7 @@ from reidctl.errors import BadDataError
 from reidctl.evaluate import evaluate_results
 from reidctl.preprocess import preprocess_dataset
 from reidctl.preprocess.synthetic import make_synthetic_market
-from reidctl.runners.image_source import ImageSource, ImageStream
+from reidctl.runners.image_source import ImageSource, ImageStream, _fork_safe
 from reidctl.runners.infer import infer_images
 from reidctl.specs import PreprocessSpec
 
@@ -139,6 +139,9 @@ def test_stream_batches_equal_prep_set_rows(tmp_path, processes):
     model.write_bytes(b"")  # spec given: the model's facts are not read
     plan = ImageSource("market1501", data.root, spec=spec, skip_bad=True).plan(model)
     assert len(plan.entries) == len(prep.entries) + 1
+    # processes only where forking is safe (a process that runs threads forks badly)
+    expected = processes and _fork_safe()
+    assert ImageStream(plan, batch_size=3, workers=2, processes=processes).processes == expected
     batches, stream_bad = _stream_rows(plan, 3, 2, processes)
     assert [b.source for b in stream_bad] == [f"bounding_box_test/{bad.name}"]
     assert all(len(e) == 3 for e, _ in batches[:-1])
