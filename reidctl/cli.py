@@ -30,9 +30,13 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "convert": (
         "reidctl.commands.convert",
         "convert",
-        "Convert an ONNX model: TensorRT engine, Ascend OM, INT8 ONNX.",
+        "Convert a model: TensorRT, Ascend OM, INT8, FP16, OpenVINO IR, Triton repository.",
     ),
-    "infer": ("reidctl.commands.infer", "infer", "Run a model over a preprocessed set."),
+    "infer": (
+        "reidctl.commands.infer",
+        "infer",
+        "Run a model over a preprocessed set or over images.",
+    ),
     "compare": ("reidctl.commands.compare", "compare", "Compare the features of two runs."),
     "backends": ("reidctl.commands.backends", "backends", "List back ends and their status."),
     "eval": ("reidctl.commands.eval", "eval_cmd", "CMC / mAP / mINP from a result directory."),
