@@ -9,7 +9,9 @@ message on stderr and the error's exit code (2 bad input, 1 bad data).
 from __future__ import annotations
 
 import importlib
+import signal
 import sys
+import threading
 
 import click
 
@@ -28,9 +30,13 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "convert": (
         "reidctl.commands.convert",
         "convert",
-        "Convert an ONNX model: TensorRT engine, Ascend OM, INT8 ONNX.",
+        "Convert a model: TensorRT, Ascend OM, INT8, FP16, OpenVINO IR, Triton repository.",
     ),
-    "infer": ("reidctl.commands.infer", "infer", "Run a model over a preprocessed set."),
+    "infer": (
+        "reidctl.commands.infer",
+        "infer",
+        "Run a model over a preprocessed set or over images.",
+    ),
     "compare": ("reidctl.commands.compare", "compare", "Compare the features of two runs."),
     "backends": ("reidctl.commands.backends", "backends", "List back ends and their status."),
     "eval": ("reidctl.commands.eval", "eval_cmd", "CMC / mAP / mINP from a result directory."),
@@ -41,7 +47,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "adopt",
         "Write the facts of a model made elsewhere (sidecar, ONNX metadata).",
     ),
-    "inspect": ("reidctl.commands.inspect", "inspect", "Describe a model file and its facts."),
+    "inspect": (
+        "reidctl.commands.inspect",
+        "inspect",
+        "Describe a model file or a checkpoint (format, keys, the models it fits).",
+    ),
     "search": ("reidctl.commands.index", "search", "Search a FAISS index with query features."),
 }
 
@@ -104,8 +114,15 @@ def cli() -> None:
     """
 
 
+def _terminate(signum: int, _frame: object) -> None:
+    """SIGTERM: unwind like Ctrl-C, so ``finally`` blocks clean up, then exit 128 + 15."""
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminate)
     try:
         cli.main(args=argv, prog_name="reidctl", standalone_mode=False)
     except ReidctlError as e:

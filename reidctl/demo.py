@@ -270,7 +270,7 @@ def run_demo(
         warmup=2,
         threads=settings.threads,
         seed=settings.seed,
-        rounds=2,
+        repeat=2,
     )
     files = [int8_file, model_file] if settings.int8 else [model_file]
     bench = stages.run(

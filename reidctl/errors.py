@@ -40,6 +40,10 @@ class ShapeMismatchError(InputError):
     """Tensors whose shape or dtype do not match what the model expects."""
 
 
+class PreprocessMismatchError(InputError):
+    """A preprocessed set made with other preprocessing than the model's sidecar states."""
+
+
 class OutputExistsError(InputError):
     """The output exists and --force was not given."""
 

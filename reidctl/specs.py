@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -11,6 +12,8 @@ IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 INTERPOLATIONS = ("bilinear", "bicubic", "area", "nearest")
 COLOR_ORDERS = ("rgb", "bgr")
+#: the largest input side (pixels) a preprocessing spec accepts
+MAX_SIDE = 4096
 
 
 @dataclass(frozen=True)
@@ -21,6 +24,10 @@ class PreprocessSpec:
     pixels with ``interpolation``, scaled to [0, 1] by dividing by 255, then normalised as
     ``(x - mean) / std`` per channel and laid out CHW. With ``normalize_in_graph`` the model
     does the scaling and normalisation itself and takes uint8 RGB NCHW input.
+
+    Checked at construction (:class:`InputError`): sides 1..:data:`MAX_SIDE` pixels, mean
+    and std finite with 3 values each, mean in [0, 1], std > 0 (1/255 is valid: models that
+    take raw 0..255 pixels use mean 0, std 1/255).
     """
 
     height: int = 256
@@ -40,8 +47,34 @@ class PreprocessSpec:
             )
         if self.color not in COLOR_ORDERS:
             raise InputError(f"unknown colour order {self.color!r}; valid: rgb, bgr")
-        if len(self.mean) != 3 or len(self.std) != 3 or any(s <= 0 for s in self.std):
-            raise InputError("mean and std need 3 values each, std > 0")
+        if self.height > MAX_SIDE or self.width > MAX_SIDE:
+            raise InputError(
+                f"input size {self.height}x{self.width} is larger than {MAX_SIDE} pixels per "
+                f"side (a person crop is typically 256x128 or 384x192; one {MAX_SIDE}x"
+                f"{MAX_SIDE} float32 tensor is already 200 MB)"
+            )
+        if len(self.mean) != 3 or len(self.std) != 3:
+            raise InputError(
+                f"mean and std need 3 values each (one per channel), got mean "
+                f"{list(self.mean)}, std {list(self.std)}"
+            )
+        if not all(math.isfinite(v) for v in (*self.mean, *self.std)):
+            raise InputError(
+                f"mean and std must be finite numbers, got mean {list(self.mean)}, std "
+                f"{list(self.std)} (--mean, --std)"
+            )
+        if any(not 0.0 <= m <= 1.0 for m in self.mean):
+            raise InputError(
+                f"mean {list(self.mean)} is outside [0, 1]: it is subtracted from pixels "
+                "scaled to [0, 1] (e.g. ImageNet 0.485,0.456,0.406; 0,0,0 for raw pixels) "
+                "(--mean)"
+            )
+        if any(s <= 0 for s in self.std):
+            raise InputError(
+                f"std {list(self.std)} must be > 0 per channel (e.g. ImageNet "
+                "0.229,0.224,0.225; 0.00392156862745098 = 1/255 for models that take raw "
+                "0..255 pixels) (--std)"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

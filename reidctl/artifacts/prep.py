@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from reidctl.artifacts.common import check_format, read_json, tool_info
-from reidctl.errors import FormatError
+from reidctl.errors import FormatError, PreprocessMismatchError
 from reidctl.io import write_json_atomic, write_text_atomic
 
 PREP_FORMAT = "reidctl.prep/1"
@@ -173,6 +173,41 @@ def read_tensor(
 # --------------------------------------------------------------------------- the set
 
 
+def check_manifest_fits(
+    prep_dir: Path, meta: dict[str, Any], entries: Sequence[ManifestEntry]
+) -> None:
+    """The manifest must list as many tensors as ``meta.json`` says (``num_tensors`` and the
+    per-split ``counts``, where recorded), and every ``bin`` must be a file name inside the
+    preprocessed directory (no absolute path, no ``..``, no sub-directory escaping it).
+    :class:`FormatError` naming the file otherwise."""
+    manifest = prep_dir / MANIFEST_NAME
+    n = meta.get("num_tensors")
+    if n is not None and n != len(entries):
+        raise FormatError(
+            f"{manifest} lists {len(entries)} tensors but {prep_dir / META_NAME} says "
+            f"num_tensors {n}: the set was changed after preprocessing; {PREP_FIX}"
+        )
+    counts = meta.get("counts")
+    if isinstance(counts, dict) and entries:
+        have: dict[str, int] = {}
+        for e in entries:
+            have[e.split] = have.get(e.split, 0) + 1
+        want = {k: int(v) for k, v in counts.items() if int(v)}
+        if have != want:
+            raise FormatError(
+                f"{manifest} lists {have} tensors per split but {prep_dir / META_NAME} says "
+                f"{want}; {PREP_FIX}"
+            )
+    for e in entries:
+        p = Path(e.bin)
+        if not e.bin or p.is_absolute() or ".." in p.parts or "\\" in e.bin or len(p.parts) != 1:
+            raise FormatError(
+                f"{manifest}: entry {e.index} names tensor {e.bin!r}, which is not a file "
+                f"name inside {prep_dir}; tensors are read only from the preprocessed "
+                f"directory itself. {PREP_FIX}"
+            )
+
+
 @dataclass(frozen=True)
 class PrepSet:
     """A complete preprocessed set: its directory, ``meta.json`` and manifest entries."""
@@ -184,10 +219,13 @@ class PrepSet:
     @classmethod
     def open(cls, prep_dir: str | os.PathLike[str]) -> PrepSet:
         """Read ``meta.json`` (format tag checked) and ``manifest.jsonl``; :class:`FormatError`
-        (exit code 2) for an incomplete set or an unknown format."""
+        (exit code 2) for an incomplete set, an unknown format, or a manifest that does not
+        fit ``meta.json`` (:func:`check_manifest_fits`)."""
         path = Path(prep_dir)
         meta = read_prep_meta(path)
-        return cls(path, meta, tuple(read_manifest(path)))
+        entries = tuple(read_manifest(path))
+        check_manifest_fits(path, meta, entries)
+        return cls(path, meta, entries)
 
     @property
     def dtype(self) -> np.dtype:
@@ -241,3 +279,86 @@ def finalize_prep_set(
     meta = {**meta, "format": PREP_FORMAT, "tool": tool_info()}
     write_json_atomic(out_dir / META_NAME, meta)
     return PrepSet(out_dir, meta, tuple(entries))
+
+
+# --------------------------------------------------------------------------- model fit
+
+#: ``meta.json`` preprocessing fields compared with a model's facts (``--flip`` is not: a
+#: mirrored set is a legitimate test-time augmentation of the same model)
+PREPROCESS_FIELDS = ("height", "width", "color", "interpolation", "normalize_in_graph")
+NORMALISE_FIELDS = ("mean", "std")
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, list | tuple):
+        return ",".join(f"{float(v):g}" for v in value)
+    return str(value)
+
+
+def preprocess_differences(prep: PrepSet, model_preprocess: Any) -> list[tuple[str, Any, Any]]:
+    """``(field, set value, model value)`` for every preprocessing setting where ``prep``'s
+    ``meta.json`` differs from ``model_preprocess`` (a :class:`PreprocessSpec`).
+
+    Compared: size, colour order, interpolation, normalisation in graph and, for float
+    tensors (uint8 tensors are raw pixels whatever the set's mean/std say), mean and std
+    (relative tolerance 1e-6). ``flip`` is not compared.
+    """
+    from reidctl.specs import PreprocessSpec
+
+    block = prep.meta.get("preprocess")
+    if not isinstance(block, dict):
+        return [("preprocess", "missing from meta.json", "the model's")]
+    have = PreprocessSpec.from_dict(block).to_dict()
+    want = model_preprocess.to_dict()
+    diffs = [(k, have[k], want[k]) for k in PREPROCESS_FIELDS if have[k] != want[k]]
+    if prep.dtype.kind == "f":
+        for k in NORMALISE_FIELDS:
+            if not np.allclose(have[k], want[k], rtol=1e-6, atol=0.0):
+                diffs.append((k, have[k], want[k]))
+    return diffs
+
+
+def check_prep_fits_model(
+    prep: PrepSet,
+    model_file: str | os.PathLike[str],
+    model_preprocess: Any | None,
+    *,
+    allow_mismatch: bool = False,
+) -> dict[str, Any]:
+    """Refuse a preprocessed set whose preprocessing differs from the model's facts.
+
+    ``model_preprocess`` is the model sidecar's :class:`PreprocessSpec` (``None`` for a
+    foreign model without facts: nothing to compare). Raises
+    :class:`PreprocessMismatchError` (exit 2) naming both settings of every differing field,
+    unless ``allow_mismatch``. Returns the record for ``run.json``: ``{"checked": bool,
+    "mismatch": [{field, prep, model}, ...], "allowed": bool}``; a ``note`` says what was not
+    checked or what was let through.
+    """
+    if model_preprocess is None:
+        return {
+            "checked": False,
+            "mismatch": [],
+            "allowed": allow_mismatch,
+            "note": f"{model_file} has no sidecar: the preprocessing of {prep.path} was not "
+            "checked against the model",
+        }
+    diffs = preprocess_differences(prep, model_preprocess)
+    record: dict[str, Any] = {
+        "checked": True,
+        "mismatch": [{"field": k, "prep": a, "model": b} for k, a, b in diffs],
+        "allowed": allow_mismatch,
+    }
+    if diffs:
+        what = "; ".join(f"{k}: set {_fmt(a)}, model {_fmt(b)}" for k, a, b in diffs)
+        if not allow_mismatch:
+            raise PreprocessMismatchError(
+                f"{prep.path / META_NAME} was preprocessed differently from what {model_file} "
+                f"expects ({what}); preprocess again with the model's settings (`reidctl "
+                "preprocess ... --model-config <model>.json`), or pass "
+                "--allow-preprocess-mismatch to run anyway (recorded in the output)"
+            )
+        record["note"] = (
+            f"running {model_file} on {prep.path} despite a preprocessing mismatch ({what}), "
+            "as --allow-preprocess-mismatch asks"
+        )
+    return record

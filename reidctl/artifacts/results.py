@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +29,7 @@ from reidctl.errors import (
     ShapeMismatchError,
     UnknownNameError,
 )
-from reidctl.io import sha256_file, write_json_atomic
+from reidctl.io import make_temp_dir, sha256_file, write_json_atomic
 
 RESULT_FORMAT = "reidctl.results/1"
 RESULT_FIX = "re-run `reidctl infer` to re-create the result directory"
@@ -43,8 +43,10 @@ class RunRecord:
     """``run.json``: how a result directory was made. Times in seconds, latency in ms.
 
     ``engine`` is ``None`` for a single-process run (then left out of the file), else the
-    distributed engine's record (name, workers, shards, ...). ``camera`` (a camera-aware
-    model's only) is how the ``camera`` input was computed from the manifest's camids.
+    distributed engine's record (name, workers, shards, ...). ``prep_dir`` is ``None`` and
+    ``images`` the image source (layout, root, splits, preprocessing, bad files) for a run
+    straight from images (``reidctl infer --images``). ``camera`` (a camera-aware model's
+    only) is how the ``camera`` input was computed from the manifest's camids.
     """
 
     backend: str
@@ -52,7 +54,7 @@ class RunRecord:
     options: Mapping[str, Any]
     model_file: str
     model_sha256: str
-    prep_dir: str
+    prep_dir: str | None
     batch_size: int
     num_images: int
     wall_s: float
@@ -63,6 +65,8 @@ class RunRecord:
     dump: Mapping[str, Any] | None = None
     versions: Mapping[str, str] = field(default_factory=dict)
     engine: Mapping[str, Any] | None = None
+    images: Mapping[str, Any] | None = None
+    preprocess_check: Mapping[str, Any] | None = None
     camera: Mapping[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -89,9 +93,61 @@ class RunRecord:
         }
         if self.engine is not None:
             d["engine"] = dict(self.engine)
+        if self.images is not None:
+            d["images"] = dict(self.images)
+        if self.preprocess_check is not None:
+            d["preprocess_check"] = dict(self.preprocess_check)
         if self.camera is not None:
             d["camera"] = dict(self.camera)
         return d
+
+
+_PROCESS_START = time.time()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def remove_stale_stages(out_dir: str | os.PathLike[str]) -> list[Path]:
+    """Remove what an interrupted :meth:`ResultDir.write` of ``out_dir`` left beside it.
+
+    A run killed while writing (``kill -9``, power loss) leaves its hidden staging folder
+    ``.<name>.<pid>.<random>.partial`` (or ``.old``) next to the output. Only folders of
+    this output are considered, and of those only the ones whose owning process is gone,
+    or, for names without a pid, the ones older than this process. Returns what was removed.
+    """
+    out_dir = Path(out_dir)
+    parent = out_dir.resolve().parent
+    removed: list[Path] = []
+    prefix = f".{out_dir.name}."
+    if not parent.is_dir():
+        return removed
+    for p in parent.iterdir():
+        name = p.name
+        if not (name.startswith(prefix) and name.endswith((".partial", ".old")) and p.is_dir()):
+            continue
+        middle = name[len(prefix) :].split(".")  # [pid, random, suffix] or [random, suffix]
+        if len(middle) == 3 and middle[0].isdigit():
+            pid: int | None = int(middle[0])
+        elif len(middle) == 2:
+            pid = None
+        else:  # another output whose name starts with this one's (res -> res.v2)
+            continue
+        try:
+            stale = (not _pid_alive(pid)) if pid is not None else p.stat().st_mtime < _PROCESS_START
+        except OSError:
+            continue
+        if stale and pid != os.getpid():
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+    return removed
 
 
 def check_output_names(names: Sequence[str]) -> None:
@@ -221,7 +277,10 @@ class ResultDir:
         check_output_names(list(outputs))
         parent = out_dir.resolve().parent
         parent.mkdir(parents=True, exist_ok=True)
-        stage = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=parent))
+        remove_stale_stages(out_dir)
+        # The owner's pid in the name lets a later run tell a dead run's leftovers from a
+        # live one's stage.
+        stage = make_temp_dir(parent, prefix=f".{out_dir.name}.{os.getpid()}.", suffix=".partial")
         old = None
         run_dict = run.to_dict()
         try:
@@ -234,7 +293,7 @@ class ResultDir:
                 extra(stage)
             write_json_atomic(stage / RUN_NAME, run_dict)  # last: marks the directory complete
             if out_dir.exists():
-                old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".old", dir=parent))
+                old = make_temp_dir(parent, prefix=f".{out_dir.name}.{os.getpid()}.", suffix=".old")
                 os.replace(out_dir, old / out_dir.name)
             try:
                 os.replace(stage, out_dir)

@@ -53,3 +53,14 @@ def machine_info() -> dict[str, Any]:
         "python": platform.python_version(),
         "versions": package_versions(),
     }
+
+
+def load_average() -> tuple[float, float, float] | None:
+    """The 1, 5 and 15 minute load averages (``os.getloadavg``), ``None`` where the OS
+    has none. On a machine with N cores, a 1 minute figure above N means runnable threads
+    waited for a core."""
+    try:
+        one, five, fifteen = os.getloadavg()
+    except (AttributeError, OSError):
+        return None
+    return (float(one), float(five), float(fifteen))

@@ -1,9 +1,10 @@
-"""Timing: alternating rounds over several models, labels, runners, the whole run."""
+"""Timing: interleaved repeats over every cell, labels, runners, the whole run."""
 
 from __future__ import annotations
 
 import os
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from pathlib import Path
@@ -13,65 +14,67 @@ import numpy as np
 
 from reidctl.artifacts import ModelSidecar, sidecar_path
 from reidctl.bench.feeds import data_feeds, index_bounds, synthetic_feeds
-from reidctl.bench.machine import machine_info
+from reidctl.bench.machine import load_average, machine_info
 from reidctl.bench.result import BenchRecord, BenchResult, LatencyStats
 from reidctl.bench.settings import DEFAULT_MODEL, BenchSettings
 from reidctl.errors import InputError
 from reidctl.io import sha256_file
 
 
-def interleaved_order(n_models: int, rounds: int) -> list[int]:
-    """Model indices in alternating rounds: ``A B`` then ``B A`` and so on (ABBA), so that
-    neither model always runs first (warm caches, frequency steps) across rounds."""
+def interleaved_order(n_items: int, repeats: int) -> list[int]:
+    """Cell indices of ``repeats`` repeats: every cell once per repeat, the order reversed
+    every other repeat (``0 1 2 | 2 1 0 | 0 1 2``, i.e. A B B A for two), so that no cell
+    always runs first or last (warm caches, frequency steps, a job starting mid-run)."""
     order: list[int] = []
-    for r in range(rounds):
-        seq = list(range(n_models))
+    for r in range(repeats):
+        seq = list(range(n_items))
         order += seq if r % 2 == 0 else seq[::-1]
     return order
+
+
+#: ``on_slot(cell, repeat, latencies_s)``: called after each cell's turn in a repeat
+SlotCallback = Callable[[int, int, list[float]], None]
 
 
 def measure(
     calls: Sequence[Callable[[], float]],
     settings: BenchSettings,
     clock: Callable[[], float] = time.perf_counter,
-) -> list[list[float]]:
-    """Time each of ``calls`` (each runs one batch and returns its latency in seconds) in
-    alternating rounds; returns the latencies per call.
+    on_slot: SlotCallback | None = None,
+) -> list[list[list[float]]]:
+    """Time each of ``calls`` (each runs one batch of one cell and returns its latency in
+    seconds) in ``settings.repeat`` interleaved repeats (:func:`interleaved_order`).
 
-    Every call first gets ``settings.warmup`` untimed runs. With ``iters`` each call gets
-    exactly that many timed runs, spread over the rounds; with ``seconds`` each gets about
-    that much inference time (at least ``min_iters`` runs).
+    Each turn of a call starts with untimed runs: ``settings.warmup`` in its first repeat,
+    one in every later repeat when ``warmup > 0``: a back end that just ran other cells is
+    slower on its first call (OpenVINO's first batch-1 call after them took about twice as
+    long as the next ones). Then come exactly ``settings.iters`` timed runs, or, with
+    ``seconds``, timed runs until ``seconds / repeat`` of inference time is spent (at least
+    one; a wall-clock backstop ends a turn whose calls stall). Returns ``lat[call][repeat]``,
+    the latencies in seconds.
     """
-    n = len(calls)
-    for call in calls:
-        for _ in range(settings.warmup):
-            call()
-    lat: list[list[float]] = [[] for _ in range(n)]
-    rounds = settings.rounds if n > 1 else 1
-    order = interleaved_order(n, rounds)
-    if settings.iters is not None:
-        per_round = [
-            settings.iters // rounds + (1 if r < settings.iters % rounds else 0)
-            for r in range(rounds)
-        ]
-        for k, idx in enumerate(order):
-            for _ in range(per_round[k // n]):
-                lat[idx].append(calls[idx]())
-        return lat
-    assert settings.seconds is not None
-    budget = settings.seconds / rounds
-    for idx in order:
-        spent, done = 0.0, 0
-        t_end = clock() + budget * 4 + 1.0  # wall-clock backstop against a stalled back end
-        while spent < budget or done < max(1, settings.min_iters // rounds):
-            dt = calls[idx]()
-            lat[idx].append(dt)
-            spent, done = spent + dt, done + 1
-            if clock() > t_end and done >= 1:
-                break
-    for idx, call in enumerate(calls):
-        while len(lat[idx]) < settings.min_iters:
-            lat[idx].append(call())
+    n, repeats = len(calls), settings.repeat
+    lat: list[list[list[float]]] = [[[] for _ in range(repeats)] for _ in range(n)]
+    budget = (settings.seconds or 0.0) / repeats
+    for k, idx in enumerate(interleaved_order(n, repeats)):
+        r = k // n if n else 0
+        got = lat[idx][r]
+        for _ in range(settings.warmup if r == 0 else min(settings.warmup, 1)):
+            calls[idx]()
+        if settings.iters is not None:
+            for _ in range(settings.iters):
+                got.append(calls[idx]())
+        else:
+            spent = 0.0
+            t_end = clock() + budget * 4 + 1.0  # backstop against a stalled back end
+            while not got or spent < budget:
+                dt = calls[idx]()
+                got.append(dt)
+                spent += dt
+                if clock() > t_end:
+                    break
+        if on_slot is not None:
+            on_slot(idx, r, got)
     return lat
 
 
@@ -96,7 +99,6 @@ def make_runner(backend: str, model_file: str, options: dict[str, Any]) -> Any:
     """``get_runner(backend)(model_file, **options)`` with only the options that back end
     declares (:func:`reidctl.runners.options.options_for`), so ``--threads`` applies to every
     back end that has threads to set; the others warn that they ignore it."""
-    import warnings
 
     from reidctl.runners import get_runner
     from reidctl.runners.options import given_options, options_for
@@ -123,10 +125,17 @@ def run_bench(
 ) -> BenchResult:
     """Measure every model on every back end at every batch size.
 
-    ``model_files``: one model, or two (or more) to compare in alternating rounds (the first
-    is the numerator of :meth:`BenchResult.ratios`). ``runner_factory(backend, model_file,
-    options)`` builds a runner (default: ``reidctl.runners.get_runner(backend)(file,
-    **options)``). ``progress`` receives one line per finished measurement.
+    Every (model, back end, batch size) cell runs in ``settings.repeat`` repeats, all cells
+    interleaved (:func:`measure`): the models of one back end and batch size are adjacent
+    in each repeat, so a ratio (``--vs``) compares figures taken moments apart, and drift
+    in the machine's load spreads over every cell instead of spoiling one.
+
+    ``model_files``: one model, or two (or more) to compare (the first is the numerator of
+    :meth:`BenchResult.ratios`). ``runner_factory(backend, model_file, options)`` builds a
+    runner (default: ``reidctl.runners.get_runner(backend)(file, **options)``); the runners
+    of all back ends are open together. ``progress`` receives one line per cell and repeat.
+    The machine's load average is recorded at the start and end
+    (:attr:`BenchResult.load_average`); a figure above the core count is a warning.
     """
     files = [Path(f) for f in model_files]
     for f in files:
@@ -136,6 +145,19 @@ def run_bench(
         raise InputError("no back end given; e.g. --backend ort")
     labels = model_labels(files)
     sidecars = load_sidecars(files)
+    if settings.data:
+        from reidctl.artifacts import PrepSet, check_prep_fits_model
+
+        prep = PrepSet.open(settings.data)
+        for f, side in zip(files, sidecars, strict=True):
+            fit = check_prep_fits_model(
+                prep,
+                f,
+                side.preprocess if side is not None else None,
+                allow_mismatch=settings.allow_preprocess_mismatch,
+            )
+            if "note" in fit:
+                warnings.warn(fit["note"], stacklevel=2)
     if runner_factory is None:
         from reidctl.runners import get_runner
         from reidctl.runners.options import check_some_accepts
@@ -155,8 +177,15 @@ def run_bench(
         settings=settings,
         machine=machine_info(),
     )
-    for backend in backends:
-        with ExitStack() as stack:
+    cores = int(result.machine.get("logical_cores") or 1)
+    start = load_average()
+    _check_load(result, start, cores, "start")
+    # cells in table order: back end, then batch size, then model (adjacent in a repeat)
+    cells: list[tuple[str, int, int]] = []  # (backend, batch size, model index)
+    skipped: dict[tuple[str, int, int], str] = {}
+    calls: list[Callable[[], float]] = []
+    with ExitStack() as stack:
+        for backend in backends:
             runners = [
                 stack.enter_context(factory(backend, str(f), settings.runner_options()))
                 for f in files
@@ -165,9 +194,7 @@ def run_bench(
                 specs = runner.input_specs()
                 result.models[lab].setdefault("inputs", [s.to_dict() for s in specs])
             for bs in settings.batch_sizes:
-                feeds: list[dict[str, np.ndarray]] = []
-                skips: list[str | None] = []
-                for side, runner in zip(sidecars, runners, strict=True):
+                for i, (side, runner) in enumerate(zip(sidecars, runners, strict=True)):
                     specs = runner.input_specs()
                     if settings.data:
                         fd, skip = data_feeds(specs, bs, settings.data)
@@ -176,23 +203,56 @@ def run_bench(
                         fd, skip = synthetic_feeds(
                             specs, bs, settings.seed, known, index_bounds(side)
                         )
-                    feeds.append(fd or {})
-                    skips.append(skip)
-                live = [i for i, s in enumerate(skips) if s is None]
-                calls = [_timed_call(runners[i], feeds[i]) for i in live]
-                lat = measure(calls, settings) if calls else []
-                for i, lab in enumerate(labels):
-                    if skips[i] is not None:
-                        result.records.append(BenchRecord(lab, backend, bs, None, skips[i]))
-                        continue
-                    stats = LatencyStats.from_latencies(bs, lat[live.index(i)])
-                    result.records.append(BenchRecord(lab, backend, bs, stats))
-                    if progress:
-                        progress(
-                            f"{backend:>9} bs {bs:>3} {lab}: {stats.images_per_s:9.1f} img/s, "
-                            f"p50 {stats.p50_ms:.2f} ms"
-                        )
+                    if skip is not None or fd is None:
+                        skipped[(backend, bs, i)] = skip or "no input"
+                    else:
+                        cells.append((backend, bs, i))
+                        calls.append(_timed_call(runner, fd))
+
+        def report(idx: int, r: int, got: list[float]) -> None:
+            if progress is None:
+                return
+            backend, bs, i = cells[idx]
+            rate = bs * len(got) / sum(got) if sum(got) > 0 else float("inf")
+            progress(
+                f"repeat {r + 1}/{settings.repeat} {backend:>9} bs {bs:>3} {labels[i]}: "
+                f"{rate:9.1f} img/s, {len(got)} calls"
+            )
+
+        lat = measure(calls, settings, on_slot=report) if calls else []
+    end = load_average()
+    _check_load(result, end, cores, "end")
+    result.load_average = {
+        "cores": cores,
+        "start": list(start) if start is not None else None,
+        "end": list(end) if end is not None else None,
+        "busy": any(x is not None and x[0] > cores for x in (start, end)),
+    }
+    stats = {cell: LatencyStats.from_repeats(cell[1], lat[k]) for k, cell in enumerate(cells)}
+    for backend in backends:
+        for bs in settings.batch_sizes:
+            for i, lab in enumerate(labels):
+                key = (backend, bs, i)
+                if key in skipped:
+                    result.records.append(BenchRecord(lab, backend, bs, None, skipped[key]))
+                else:
+                    result.records.append(BenchRecord(lab, backend, bs, stats[key]))
     return result
+
+
+def _check_load(
+    result: BenchResult, load: tuple[float, float, float] | None, cores: int, when: str
+) -> None:
+    import warnings
+
+    if load is not None and load[0] > cores:
+        msg = (
+            f"load average {load[0]:.2f} at the {when} of the run exceeds the {cores} cores: "
+            "other jobs compete for the CPU, so throughput is low and noisy; measure on a "
+            "quieter machine"
+        )
+        result.notes.append(msg)
+        warnings.warn(msg, stacklevel=3)
 
 
 def _timed_call(runner: Any, feeds: dict[str, np.ndarray]) -> Callable[[], float]:
@@ -219,7 +279,6 @@ def cache_dir() -> Path:
 def default_model_file(name: str = DEFAULT_MODEL, root: Path | None = None) -> tuple[Path, bool]:
     """The ONNX export of registered model ``name`` (random weights) in the cache; exports it
     on first use. Returns ``(path, exported_now)``."""
-    import warnings
 
     path = (root or cache_dir()) / name / "model.onnx"
     if path.is_file() and sidecar_path(path).is_file():

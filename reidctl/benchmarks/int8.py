@@ -10,10 +10,11 @@ In one run, on this machine:
   feature cosine (goal >= 0.99), mAP drop on market1501-mini (goal <= 1 point), and INT8
   throughput against FP32 (goal: not slower), on ``ort`` and ``openvino``.
 
-Calibration uses the train split of market1501-mini; accuracy is measured on its query and
-gallery splits. The FP32 and INT8 models of each pair run in alternating rounds in the same
-loop (:func:`reidctl.bench.run_bench`), so the ratios are measured under the same
-conditions. Data and weights come from ``$REIDCTL_SAMPLE_DIR`` (default ``../shared``).
+Calibration uses the train split of market1501-mini (or, with ``--calib-tensors N``, N
+tensors made from its crops: :mod:`reidctl.benchmarks.calib_sets`); accuracy is measured on
+its query and gallery splits. The FP32 and INT8 models of each pair run in alternating
+rounds in the same loop (:func:`reidctl.bench.run_bench`), so the ratios are measured under
+the same conditions. Data and weights come from ``$REIDCTL_SAMPLE_DIR`` (default ``../shared``).
 """
 
 from __future__ import annotations
@@ -71,6 +72,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=8, help="batch size (default 8)")
     ap.add_argument("--seconds", type=float, default=8.0, help="inference time per cell (s)")
     ap.add_argument("--samples", type=int, default=32, help="calibration tensors (default 32)")
+    ap.add_argument(
+        "--calib-tensors",
+        type=int,
+        default=0,
+        help="calibrate on this many tensors made from the real train crops (flips, crops, "
+        "brightness/contrast jitter; reidctl.benchmarks.calib_sets) instead of the train "
+        "split itself (default 0: the train split); --samples of them are used",
+    )
     ap.add_argument("--work", type=Path, default=None, help="work dir (default: the cache)")
     ap.add_argument("--backends", default="ort,openvino", help="default: ort,openvino")
     args = ap.parse_args(argv)
@@ -88,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     backends = tuple(b for b in args.backends.split(",") if b)
     settings = BenchSettings(
-        batch_sizes=(args.batch,), seconds=args.seconds, warmup=3, threads=args.threads, rounds=8
+        batch_sizes=(args.batch,), seconds=args.seconds, warmup=3, threads=args.threads, repeat=8
     )
     machine = machine_info()
     _log(
@@ -102,6 +111,16 @@ def main(argv: list[str] | None = None) -> int:
     _log("aligned_reid: export (random weights), preprocess, quantise")
     ar = _export("aligned_reid", work, None)
     ar_train = _prep(ar, data, work / "aligned_reid" / "prep-train", ("train",))
+    if args.calib_tensors:
+        from reidctl.benchmarks.calib_sets import augmented_set
+        from reidctl.preprocess.config import spec_from_sidecar
+
+        ar_train = augmented_set(
+            data / "bounding_box_train",
+            work / "aligned_reid" / f"calib-{args.calib_tensors}",
+            spec_from_sidecar(f"{ar}.json"),
+            args.calib_tensors,
+        )
     ar_q = ar.with_name("model.int8.onnx")
     int8_from_onnx(ar, ar_train, ar_q, samples=args.samples, force=True)
     _log("aligned_reid: bench INT8 vs FP32")
@@ -126,6 +145,14 @@ def main(argv: list[str] | None = None) -> int:
     _log("osnet_x0_25: export (shared weights), preprocess, quantise 4 ways, guard each")
     os_fp = _export("osnet_x0_25", work, weights)
     os_train = _prep(os_fp, data, work / "osnet_x0_25" / "prep-train", ("train",))
+    if args.calib_tensors:
+        os_train = augmented_set(
+            data / "bounding_box_train",
+            work / "osnet_x0_25" / f"calib-{args.calib_tensors}",
+            spec_from_sidecar(f"{os_fp}.json"),
+            args.calib_tensors,
+        )
+
     os_test = _prep(os_fp, data, work / "osnet_x0_25" / "prep-test", ("query", "gallery"))
     # what is kept in float: nothing; the channel gates (global pool -> sigmoid -> multiply),
     # whose tiny tensors gain nothing from INT8 kernels; the depthwise convolutions

@@ -34,6 +34,7 @@ import numpy as np
 
 from reidctl.artifacts import PrepSet
 from reidctl.bench import cpu_model
+from reidctl.io import make_temp_dir
 from reidctl.preprocess.engine import default_workers, preprocess_dataset
 from reidctl.preprocess.layouts import scan_layout
 from reidctl.preprocess.synthetic import make_synthetic_market
@@ -95,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         print("the reference loop needs Pillow: pip install pillow", file=sys.stderr)
         return 2
 
-    work = Path(tempfile.mkdtemp(prefix="reidctl-bench-prep-", dir=args.workdir))
+    work = make_temp_dir(args.workdir or tempfile.gettempdir(), prefix="reidctl-bench-prep-")
     try:
         if args.data is None:
             # about 5.5 test images per identity (2 queries, 3-4 gallery)
@@ -121,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
             f"Python {platform.python_version()}, numpy {np.__version__}, "
             f"Pillow {PIL.__version__}, OpenCV {__import__('cv2').__version__}"
         )
-        out_base = Path(tempfile.mkdtemp(prefix="reidctl-bench-out-", dir=args.out_dir or work))
+        out_base = make_temp_dir(args.out_dir or work, prefix="reidctl-bench-out-")
         print(f"tensors written under {out_base}")
         os.sync()
 

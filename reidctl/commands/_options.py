@@ -10,7 +10,8 @@ click decorator; the option's name, type and parsing are the same in every comma
 * :func:`batch_size_option` ``--bs N`` (one batch size);
 * :func:`backend_option` ``--backend NAME[,NAME]``;
 * :func:`json_path_option` ``--json FILE`` (write a JSON report) and :func:`json_flag_option`
-  ``--json`` (print JSON instead of text).
+  ``--json`` (print JSON instead of text);
+* :func:`connect_timeout_option` ``--connect-timeout S`` (joining a Ray cluster).
 """
 
 from __future__ import annotations
@@ -82,3 +83,14 @@ def json_path_option(help: str) -> Decorator:
 def json_flag_option(help: str) -> Decorator:
     """``--json``: print JSON instead of the text table."""
     return click.option("--json", "as_json", is_flag=True, help=help)
+
+
+def connect_timeout_option() -> Decorator:
+    """``--connect-timeout S``: the longest wait for a Ray cluster given by ``--address``."""
+    return click.option(
+        "--connect-timeout",
+        type=click.FloatRange(min=0, min_open=True),
+        default=None,
+        help="With --engine ray --address: seconds to wait for the cluster to answer before "
+        "giving up (exit code 2).  [default: 30]",
+    )

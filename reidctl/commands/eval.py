@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from reidctl.commands._options import json_path_option
+from reidctl.commands._options import force_option, json_path_option
 
 
 @click.command("eval")
@@ -144,6 +144,7 @@ from reidctl.commands._options import json_path_option
     type=click.Path(path_type=Path),
     help="Dataset root for --visualize (default: the root recorded in PREP/meta.json).",
 )
+@force_option("Overwrite existing --json, --plot and --visualize files.")
 def eval_cmd(
     results: Path,
     prep: Path | None,
@@ -161,6 +162,7 @@ def eval_cmd(
     plot: Path | None,
     visualize: tuple[int | None, Path | None],
     images: Path | None,
+    force: bool,
     **settings: Any,
 ) -> None:
     """Compute rank-1/5/10, mAP and mINP of RESULTS (a `reidctl infer` result directory).
@@ -188,7 +190,10 @@ def eval_cmd(
       reidctl eval results/ --index gallery.index -k 100 --exact-check --json metrics.json
     """
     from reidctl.errors import InputError
+    from reidctl.io import refuse_existing
 
+    # Refuse an unusable output before the evaluation runs, not after.
+    refuse_existing(json_path, plot, visualize[1], force=force)
     if index_path is not None:
         _refuse_dense_options()
         _eval_index(results, index_path, k or 100, exact_check, settings, json_path, plot)
@@ -234,7 +239,17 @@ def eval_cmd(
 
 
 # What top-k lists from an index can be evaluated with; every other option is dense-only.
-_WITH_INDEX = ("results", "index_path", "k", "exact_check", "max_rank", "ap", "json_path", "plot")
+_WITH_INDEX = (
+    "results",
+    "index_path",
+    "k",
+    "exact_check",
+    "max_rank",
+    "ap",
+    "json_path",
+    "plot",
+    "force",
+)
 
 
 def _refuse_dense_options() -> None:

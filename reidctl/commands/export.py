@@ -24,7 +24,7 @@ from reidctl.commands._options import force_option
     type=click.Path(dir_okay=False, path_type=Path),
     help="Output .onnx path; the sidecar is written beside it as <output>.json.",
 )
-@click.option("--opset", default=17, show_default=True, help="ONNX opset version.")
+@click.option("--opset", default=17, show_default=True, help="ONNX opset version (11..21).")
 @click.option(
     "--static-batch",
     type=int,
@@ -46,8 +46,10 @@ from reidctl.commands._options import force_option
 @click.option(
     "--config",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="The reference project's YAML config (TransReID, CLIP-ReID): SIE coefficient, JPM "
-    "settings, neck feature; facts the weights also fix must agree with them.",
+    help="The reference project's YAML config. MODEL `fastreid`: the fast-reid config the "
+    "checkpoint was trained with (depth, IBN, non-local, pooling, neck, size). TransReID, "
+    "CLIP-ReID: SIE coefficient, JPM settings, neck feature; facts the weights also fix must "
+    "agree with them.",
 )
 @click.option("--sie-coe", type=float, help="SIE coefficient (MODEL.SIE_COE; default 3.0).")
 @click.option("--jpm-shift", type=int, help="TransReID JPM shift (MODEL.SHIFT_NUM; default 5).")
@@ -117,11 +119,16 @@ def export(
       reidctl export transreid_vit_base --weights transformer_120.pth \\
           --config vit_transreid_stride.yml -o transreid.onnx
       reidctl export clipreid_vit_b16 --weights ViT-B-16_60.pth -o clipreid.onnx --camera-agnostic
+      reidctl export fastreid --config sbs_R50-ibn.yml --weights model_final.pth -o sbs.onnx
     """
-    from reidctl.convert.onnx import onnx_from_torch
+    from reidctl.convert.onnx import check_output_path, onnx_from_torch
+    from reidctl.errors import InputError
 
+    loaded = None
+    if model == "fastreid" and config is None:
+        raise InputError("`reidctl export fastreid` needs --config <fast-reid config.yml>")
     given = {
-        "config": config,
+        "config": config if model != "fastreid" else None,
         "sie_coe": sie_coe,
         "jpm_shift": jpm_shift,
         "jpm_groups": jpm_groups,
@@ -133,6 +140,11 @@ def export(
     options = {k: v for k, v in given.items() if v is not None}
     click.echo(f"exporting {model} -> {output}", err=True)
     with echo_warnings():
+        if config is not None:
+            from reidctl.models.fastreid_config import load_fastreid
+
+            check_output_path(output, force)  # before the checkpoint is read
+            loaded = load_fastreid(config, weights, allow_pickle=allow_pickle)
         sidecar = onnx_from_torch(
             model,
             output,
@@ -145,6 +157,7 @@ def export(
             simplify=not no_simplify,
             options=options,
             first_camera=first_camera,
+            loaded=loaded,
         )
     click.echo(f"wrote {output} (sha256 {sidecar['model_sha256'][:12]}...) and {output}.json")
     for inp in sidecar["inputs"]:
@@ -166,13 +179,16 @@ def export(
     for o in sidecar["outputs"]:
         mark = "  <- feature" if o["name"] == sidecar["feature"] else ""
         click.echo(f"  output  {o['name']} {o['shape']}{mark}")
+    validation = sidecar["validation"]
     worst: dict[str, float] = {}
-    for r in sidecar["validation"]["results"]:
-        worst[r["output"]] = max(worst.get(r["output"], 0.0), r["max_abs_diff"])
-    batches = sorted({r["batch"] for r in sidecar["validation"]["results"]})
+    for r in validation["results"]:  # the figure the tolerance bounds: relative difference
+        worst[r["output"]] = max(worst.get(r["output"], 0.0), r["rel_diff"])
+    batches = sorted({r["batch"] for r in validation["results"]})
     click.echo(
-        f"  validated with onnxruntime at batch {', '.join(map(str, batches))}: max abs diff "
+        f"  validated with onnxruntime at batch {', '.join(map(str, batches))}: "
+        "max|onnx-torch|/max|torch| "
         + ", ".join(f"{k} {v:.2e}" for k, v in worst.items())
+        + f" (tolerance {validation['tolerance']:.0e})"
     )
     if sidecar["weights"] is None:
         click.secho("  weights: RANDOM (no --weights given)", fg="yellow")

@@ -1,4 +1,5 @@
-"""``reidctl infer``: a model over a preprocessed set -> result directory."""
+"""``reidctl infer``: a model over a preprocessed set (or straight over images) -> result
+directory."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from reidctl.commands._common import echo_warnings
 from reidctl.commands._options import (
     backend_option,
     batch_size_option,
+    connect_timeout_option,
     force_option,
     threads_option,
 )
@@ -17,7 +19,7 @@ from reidctl.commands._options import (
 
 @click.command()
 @click.argument("model_file", type=click.Path(path_type=Path))
-@click.argument("prep_dir", type=click.Path(path_type=Path))
+@click.argument("prep_dir", required=False, type=click.Path(path_type=Path))
 @click.option(
     "-o",
     "--output",
@@ -82,7 +84,59 @@ from reidctl.commands._options import (
     is_flag=True,
     help="torch: load a legacy full-pickle checkpoint (runs code from the file: trusted only).",
 )
+@click.option(
+    "--allow-preprocess-mismatch",
+    is_flag=True,
+    help="Run even though PREP_DIR was preprocessed differently (size, colour order, mean, "
+    "std, interpolation) from what the model's sidecar states; recorded in run.json.",
+)
 @force_option("Replace an existing result directory.")
+@click.option(
+    "--images",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Read the images of a dataset (this root, --layout) instead of PREP_DIR: decoded and "
+    "preprocessed on the fly as `reidctl preprocess` would, no tensor files.",
+)
+@click.option(
+    "--layout",
+    help="With --images: the dataset layout (as for `reidctl preprocess`, e.g. market1501).",
+)
+@click.option(
+    "--splits",
+    default=None,
+    help="With --images: comma-separated splits, in output order.  [default: query,gallery]",
+)
+@click.option(
+    "--model-config",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="With --images: take the preprocessing from this sidecar.  [default: the model's "
+    "facts: sidecar or ONNX metadata]",
+)
+@click.option("--size", help="With --images: input size HEIGHTxWIDTH (instead of the facts).")
+@click.option("--mean", help="With --images: per-channel mean, 3 comma-separated values.")
+@click.option("--std", help="With --images: per-channel std, 3 comma-separated values.")
+@click.option(
+    "--interp",
+    type=click.Choice(["bilinear", "bicubic", "area", "nearest"]),
+    help="With --images: resize interpolation.",
+)
+@click.option("--rgb/--bgr", "rgb", default=None, help="With --images: channel order.")
+@click.option("--flip", is_flag=True, help="With --images: mirror every image left-right.")
+@click.option(
+    "--dtype",
+    type=click.Choice(["float32", "float16", "uint8"]),
+    help="With --images: tensor dtype.  [default: float32, uint8 for --fold-normalize models]",
+)
+@click.option(
+    "--decoders",
+    type=click.IntRange(min=1),
+    help="With --images (local engine): image decoding processes.  [default: all cores]",
+)
+@click.option(
+    "--skip-bad",
+    is_flag=True,
+    help="With --images: leave unreadable images out (listed in run.json) instead of failing.",
+)
 @click.option(
     "--engine",
     type=click.Choice(["local", "ray"]),
@@ -96,6 +150,7 @@ from reidctl.commands._options import (
     help="With --engine ray: the cluster to join, `auto` (the one this machine belongs to) "
     "or HOST:PORT of the head node.  [default: start a local Ray on 127.0.0.1]",
 )
+@connect_timeout_option()
 @click.option(
     "--workers",
     type=click.IntRange(min=1),
@@ -133,17 +188,36 @@ def infer(
     model: str | None,
     weights: Path | None,
     allow_pickle: bool,
+    allow_preprocess_mismatch: bool,
     force: bool,
     engine: str,
     address: str | None,
+    connect_timeout: float | None,
     workers: int | None,
     gpus_per_worker: float | None,
     resume: bool,
+    images: Path | None,
+    layout: str | None,
+    splits: str | None,
+    model_config: Path | None,
+    size: str | None,
+    mean: str | None,
+    std: str | None,
+    interp: str | None,
+    rgb: bool | None,
+    flip: bool,
+    dtype: str | None,
+    decoders: int | None,
+    skip_bad: bool,
 ) -> None:
-    """Run MODEL_FILE over the preprocessed set PREP_DIR and write a result directory.
+    """Run MODEL_FILE over the preprocessed set PREP_DIR (or the images of --images) and
+    write a result directory.
 
     Before running, the model input is checked against PREP_DIR/meta.json (shape and
-    dtype). Tensors are read one batch ahead on a background thread; a progress bar shows
+    dtype), and so is the preprocessing (size, colour order, mean, std, interpolation,
+    normalisation in graph; not --flip) against the model's sidecar: a mismatch is refused
+    (exit 2) unless --allow-preprocess-mismatch. A model without a sidecar runs unchecked,
+    with a note. Tensors are read one batch ahead on a background thread; a progress bar shows
     images/s on stderr. Static-batch models run at their batch (the last batch padded and
     trimmed). RESULTS/run.json is written last; `reidctl eval RESULTS` reads the directory.
     Only the options a back end understands may be given (e.g. --precision is openvino's).
@@ -157,6 +231,14 @@ def infer(
     model and PREP_DIR must be at the same path on every node. A crashed run continues
     with --resume.
 
+    --images ROOT --layout NAME reads the dataset's images instead of PREP_DIR: worker
+    processes decode and preprocess them (the code and tensors of `reidctl preprocess`,
+    settings from the model's facts or the preprocess flags) and feed the model batch after
+    batch, with no tensor files. The result directory is the one `preprocess` + `infer`
+    write; run.json records the images instead of prep_dir. Unreadable images are listed
+    (exit 1, nothing written) unless --skip-bad. With --engine ray each actor decodes the
+    images of its shards.
+
     \b
     Examples:
       reidctl infer osnet.onnx prep/ -o results/
@@ -167,12 +249,30 @@ def infer(
       reidctl infer osnet.onnx prep/ -o results/ --engine ray --workers 4
       reidctl infer osnet.onnx prep/ -o results/ --engine ray --address auto --resume
       reidctl infer osnet.engine prep/ -o results/ --engine ray --gpus-per-worker 1
+      reidctl infer osnet.onnx --images Market-1501-v15.09.15 --layout market1501 -o results/
     """
     from reidctl.errors import InputError
+
+    source = _image_source(
+        model_file,
+        prep_dir,
+        images,
+        layout,
+        splits,
+        model_config,
+        dict(size=size, mean=mean, std=std, interpolation=interp, color=rgb),
+        flip,
+        dtype,
+        decoders,
+        skip_bad,
+        model,
+        engine,
+    )
 
     if engine != "ray":
         ray_only = {
             "--address": address is not None,
+            "--connect-timeout": connect_timeout is not None,
             "--workers": workers is not None,
             "--gpus-per-worker": gpus_per_worker is not None,
             "--resume": resume,
@@ -197,6 +297,7 @@ def infer(
         model=model,
         weights=str(weights) if weights else None,
         allow_pickle=allow_pickle,
+        allow_preprocess_mismatch=allow_preprocess_mismatch,
     )
     with echo_warnings():
         if engine == "ray":
@@ -206,16 +307,18 @@ def infer(
                 model_file,
                 prep_dir,
                 results,
+                source=source,
                 address=address,
                 workers=workers,
                 gpus_per_worker=gpus_per_worker or 0,
                 resume=resume,
+                **({} if connect_timeout is None else {"connect_timeout": connect_timeout}),
                 **common,
             )
         else:
             from reidctl.runners.infer import run_inference
 
-            run = run_inference(model_file, prep_dir, results, **common)
+            run = run_inference(model_file, prep_dir, results, source=source, **common)
     rate = f"{run['images_per_s']:.1f} images/s" if run["images_per_s"] else "images/s n/a"
     click.echo(
         f"{run['num_images']} images, {run['backend']} on {run['device']}, batch "
@@ -229,3 +332,70 @@ def infer(
             f"{eng['resumed_shards']} resumed"
         )
     click.echo(f"outputs: {', '.join(run['outputs'])} (feature: {run['feature']}) -> {results}")
+
+
+def _image_source(
+    model_file: Path,
+    prep_dir: Path | None,
+    images: Path | None,
+    layout: str | None,
+    splits: str | None,
+    model_config: Path | None,
+    explicit: dict,
+    flip: bool,
+    dtype: str | None,
+    decoders: int | None,
+    skip_bad: bool,
+    model: str | None,
+    engine: str,
+):
+    """The :class:`ImageSource` of ``--images`` (``None`` for a preprocessed set); refuses
+    image options without ``--images`` and a PREP_DIR with it."""
+    from reidctl.errors import InputError
+
+    image_opts = {
+        "--layout": layout is not None,
+        "--splits": splits is not None,
+        "--model-config": model_config is not None,
+        "--size": explicit["size"] is not None,
+        "--mean": explicit["mean"] is not None,
+        "--std": explicit["std"] is not None,
+        "--interp": explicit["interpolation"] is not None,
+        "--rgb/--bgr": explicit["color"] is not None,
+        "--flip": flip,
+        "--dtype": dtype is not None,
+        "--decoders": decoders is not None,
+        "--skip-bad": skip_bad,
+    }
+    if images is None:
+        given = [k for k, v in image_opts.items() if v]
+        if given:
+            raise InputError(f"{', '.join(given)} apply to --images: add --images ROOT")
+        if prep_dir is None:
+            raise InputError("give PREP_DIR (a preprocessed set) or --images ROOT --layout NAME")
+        return None
+    if prep_dir is not None:
+        raise InputError(f"give either PREP_DIR ({prep_dir}) or --images, not both")
+    if layout is None:
+        raise InputError("--images needs --layout (e.g. market1501; see `reidctl preprocess`)")
+    if engine == "ray" and decoders is not None:
+        raise InputError("--decoders applies to the local engine; Ray actors decode their shards")
+    from reidctl.preprocess.config import resolve_preprocess
+    from reidctl.runners.image_source import ImageSource
+
+    color = explicit["color"]
+    explicit = {**explicit, "color": None if color is None else ("rgb" if color else "bgr")}
+    spec = None
+    if model_config is not None or any(v is not None for v in explicit.values()):
+        spec = resolve_preprocess(model_config, None, **explicit)
+    return ImageSource(
+        layout,
+        images,
+        splits or ("query", "gallery"),
+        spec,
+        dtype,
+        flip,
+        decoders,
+        skip_bad,
+        model=model,
+    )

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import click
 
-from reidctl.commands._options import force_option
+from reidctl.commands._common import echo_warnings
+from reidctl.commands._options import connect_timeout_option, force_option
 from reidctl.preprocess.layouts import list_layouts
-from reidctl.preprocess.transform import DTYPES
+from reidctl.preprocess.transform import DEFAULT_MAX_PIXELS, DTYPES
 
 
 @click.command()
@@ -40,13 +41,17 @@ from reidctl.preprocess.transform import DTYPES
 @click.option(
     "--model", help="Registered model name (see `reidctl models`): take its preprocessing."
 )
-@click.option("--size", help="Input size HEIGHTxWIDTH in pixels.  [default: 256x128]")
+@click.option(
+    "--size", help="Input size HEIGHTxWIDTH in pixels, at most 4096 a side.  [default: 256x128]"
+)
 @click.option(
     "--mean",
     help="Per-channel mean, 3 comma-separated values in [0, 1].  [default: 0.485,0.456,0.406]",
 )
 @click.option(
-    "--std", help="Per-channel std, 3 comma-separated values.  [default: 0.229,0.224,0.225]"
+    "--std",
+    help="Per-channel std, 3 comma-separated values > 0 (1/255 for raw-pixel models).  "
+    "[default: 0.229,0.224,0.225]",
 )
 @click.option(
     "--interp",
@@ -78,7 +83,21 @@ from reidctl.preprocess.transform import DTYPES
     help="With --engine ray: the cluster to join, `auto` (the one this machine belongs to) "
     "or HOST:PORT of the head node.  [default: start a local Ray on 127.0.0.1]",
 )
-@click.option("--relative-info", is_flag=True, help="Paths in prep.info relative to -o.")
+@connect_timeout_option()
+@click.option(
+    "--max-pixels",
+    type=click.IntRange(min=1),
+    default=DEFAULT_MAX_PIXELS,
+    show_default=True,
+    help="Largest image decoded (width x height, read from the header first); larger ones, "
+    "e.g. decompression bombs, are bad images (see --skip-bad).",
+)
+@click.option(
+    "--relative-info",
+    is_flag=True,
+    help="Paths in prep.info relative to -o (automatic, with a warning, when -o contains "
+    "whitespace: prep.info's fields are space-separated).",
+)
 @click.option(
     "--resume", is_flag=True, help="Continue an interrupted run, keeping complete tensors."
 )
@@ -105,6 +124,8 @@ def preprocess(
     workers: int | None,
     engine: str,
     address: str | None,
+    connect_timeout: float | None,
+    max_pixels: int,
     relative_info: bool,
     resume: bool,
     force: bool,
@@ -122,8 +143,9 @@ def preprocess(
     (--size, --mean, --std, --interp, --rgb/--bgr; defaults 256x128, ImageNet mean/std,
     bilinear, RGB).
 
-    Unreadable images are listed and make the run fail (exit 1) after the rest is done;
-    --skip-bad leaves them out instead. An interrupted run continues with --resume.
+    Unreadable images (undecodable, truncated, or larger than --max-pixels) are listed
+    and make the run fail (exit 1) after the rest is done; --skip-bad leaves them out
+    instead. An interrupted run continues with --resume.
 
     --engine ray spreads the images over a Ray cluster (a local one without --address); the
     dataset root and -o must then be at the same path on every node (shared file system).
@@ -151,6 +173,8 @@ def preprocess(
         )
     if engine != "ray" and address is not None:
         raise InputError("--address is the Ray cluster to join: add --engine ray")
+    if engine != "ray" and connect_timeout is not None:
+        raise InputError("--connect-timeout applies to the Ray engine: add --engine ray")
     spec = resolve_preprocess(
         model_config,
         model,
@@ -170,15 +194,19 @@ def preprocess(
         force=force,
         skip_bad=skip_bad,
         progress=True,
+        max_pixels=max_pixels,
     )
-    if engine == "ray":
-        from reidctl.scale.ray_engine import preprocess_ray
+    with echo_warnings():
+        if engine == "ray":
+            from reidctl.scale.ray_engine import preprocess_ray
 
-        summary = preprocess_ray(layout, root, output, address=address, **common)
-    else:
-        from reidctl.preprocess.engine import preprocess_dataset
+            if connect_timeout is not None:
+                common["connect_timeout"] = connect_timeout
+            summary = preprocess_ray(layout, root, output, address=address, **common)
+        else:
+            from reidctl.preprocess.engine import preprocess_dataset
 
-        summary = preprocess_dataset(layout, root, output, workers=workers, **common)
+            summary = preprocess_dataset(layout, root, output, workers=workers, **common)
     meta = summary.meta
     counts = ", ".join(f"{k} {v}" for k, v in summary.counts.items())
     shape = "x".join(str(d) for d in meta["shape"])

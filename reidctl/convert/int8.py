@@ -42,6 +42,7 @@ from reidctl.artifacts import (
     ModelSidecar,
     PrepSet,
     ResultDir,
+    check_prep_fits_model,
     read_prep_meta,
     read_sidecar,
     sidecar_path,
@@ -51,6 +52,8 @@ from reidctl.io import refuse_existing, sha256_file
 from reidctl.platform import u8s8_saturates
 from reidctl.runners.cameras import CAMERA_INPUT, CameraRule, camera_rule
 from reidctl.runners.facts import sidecar_or_none, write_onnx_facts
+from reidctl.runners.infer import batch_inputs, check_input_matches
+from reidctl.specs import TensorSpec
 
 METHODS = ("minmax", "entropy", "percentile")
 DEPTHWISE = "depthwise"
@@ -144,15 +147,15 @@ class PrepCalibrationReader:
         if self._bar is None and self.progress:
             from tqdm import tqdm
 
-            self._bar = tqdm(total=len(self), desc="calibrating", unit="batch", leave=False)
+            self._bar = tqdm(
+                total=len(self), desc="calibrating", unit="batch", leave=False, disable=None
+            )
         self._pos += len(chunk)
         if self._bar is not None:
             self._bar.update(1)
-        from reidctl.runners.infer import batch_feeds
-
         entries = [self.prep.entries[i] for i in chunk]
         batch = self.prep.read_batch(chunk)
-        return batch_feeds(self.input_name, batch, entries, self.camera, self.prep.root)
+        return batch_inputs(self.input_name, entries, batch, self.camera, self.prep.root)
 
     def rewind(self) -> None:
         self._pos = 0
@@ -166,6 +169,129 @@ class PrepCalibrationReader:
         if item is None:
             raise StopIteration
         return item
+
+
+class _OneBatch:
+    """A reader that yields one feed dictionary, then ``None``."""
+
+    def __init__(self, feeds: dict[str, np.ndarray]) -> None:
+        self._feeds: dict[str, np.ndarray] | None = feeds
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        feeds, self._feeds = self._feeds, None
+        return feeds
+
+
+def _histogram_range(arr: np.ndarray, absolute: bool) -> tuple[Any, Any]:
+    """``(low, high)`` of one batch of an activation: of ``|x|`` when ``absolute``."""
+    flat = np.abs(arr.ravel()) if absolute else arr.ravel()
+    if flat.size == 0:
+        zero = np.array(0, dtype=arr.dtype)
+        return zero, zero
+    return np.nanmin(flat), np.nanmax(flat)
+
+
+def calibrate_ranges(
+    model_file: str | os.PathLike[str],
+    reader: PrepCalibrationReader,
+    method: str,
+    work_dir: str | os.PathLike[str],
+) -> Any:
+    """Activation ranges of ``model_file`` over every batch of ``reader``, one batch of
+    intermediate outputs in memory at a time. Returns ONNX Runtime's ``TensorsData``.
+
+    * ``minmax``: ONNX Runtime's MinMax calibrator is fed one batch per call and merges the
+      batch's per-tensor minimum and maximum into its running range, so the result is the
+      minimum and maximum over all selected tensors, whatever their order or number.
+    * ``entropy``/``percentile``: two passes over the set. The first finds each activation's
+      global range (of ``|x|`` for the symmetric percentile method); the second adds each
+      batch to a histogram with those fixed edges (``np.histogram`` counts are additive over
+      batches with fixed edges). The thresholds are then ONNX Runtime's own computation on
+      the histograms, equal to a calibration holding every output at once (which ONNX
+      Runtime's calibrator does, growing with the set), and independent of the order.
+    """
+    from onnxruntime.quantization.calibrate import (
+        CalibrationMethod,
+        HistogramCollector,
+        create_calibrator,
+    )
+
+    methods = {
+        "minmax": CalibrationMethod.MinMax,
+        "entropy": CalibrationMethod.Entropy,
+        "percentile": CalibrationMethod.Percentile,
+    }
+    calibrator = create_calibrator(
+        Path(model_file),
+        None,
+        augmented_model_path=str(Path(work_dir) / "augmented.onnx"),
+        calibrate_method=methods[method],
+    )
+    reader.rewind()
+    if method == "minmax":
+        for feeds in reader:
+            calibrator.collect_data(_OneBatch(feeds))  # computes and merges, then clears
+        return calibrator.compute_data()
+
+    session = calibrator.infer_session
+    names = [o.name for o in session.get_outputs()]
+    wanted = set(calibrator.tensors_to_calibrate)
+    absolute = calibrator.method == "percentile" and calibrator.symmetric
+    lows: dict[str, Any] = {}
+    highs: dict[str, Any] = {}
+    signed: dict[str, tuple[Any, Any]] = {}
+    for feeds in reader:  # pass 1: global ranges
+        for name, arr in zip(names, session.run(None, feeds), strict=True):
+            if name not in wanted:
+                continue
+            lo, hi = _histogram_range(arr, absolute)
+            lows[name] = lo if name not in lows else min(lows[name], lo)
+            highs[name] = hi if name not in highs else max(highs[name], hi)
+            if absolute:
+                s_lo, s_hi = _histogram_range(arr, False)
+                old = signed.get(name, (s_lo, s_hi))
+                signed[name] = (min(old[0], s_lo), max(old[1], s_hi))
+    bins = calibrator.num_bins
+    edges: dict[str, tuple[Any, Any]] = {}
+    for name in lows:
+        if absolute:
+            edges[name] = (lows[name], highs[name])
+        else:
+            t = np.array(max(abs(lows[name]), abs(highs[name])), dtype=np.asarray(lows[name]).dtype)
+            edges[name] = (-t, t)
+    counts: dict[str, np.ndarray] = {}
+    bin_edges: dict[str, np.ndarray] = {}
+    reader.rewind()
+    for feeds in reader:  # pass 2: histograms on fixed edges
+        for name, arr in zip(names, session.run(None, feeds), strict=True):
+            if name not in wanted:
+                continue
+            flat = np.abs(arr.ravel()) if absolute else arr.ravel()
+            hist, e = np.histogram(flat, bins, range=edges[name])
+            counts[name] = hist if name not in counts else counts[name] + hist
+            bin_edges[name] = e
+    collector = HistogramCollector(
+        method=calibrator.method,
+        symmetric=calibrator.symmetric,
+        num_bins=bins,
+        num_quantized_bins=calibrator.num_quantized_bins,
+        percentile=calibrator.percentile,
+        scenario=calibrator.scenario,
+    )
+    for name, hist in counts.items():
+        if absolute:
+            e = bin_edges[name].astype(np.asarray(lows[name]).dtype)
+            collector.histogram_dict[name] = (hist, e, *signed[name])
+        else:
+            collector.histogram_dict[name] = (
+                hist,
+                bin_edges[name],
+                lows[name],
+                highs[name],
+                edges[name][1],
+            )
+    calibrator.collector = collector
+    return calibrator.compute_data()
 
 
 def overlapping_images(prep_a: str | os.PathLike[str], prep_b: str | os.PathLike[str]) -> int:
@@ -294,6 +420,7 @@ def accuracy_guard(
     batch_size: int = 32,
     threads: int | None = None,
     progress: bool = False,
+    allow_preprocess_mismatch: bool = False,
     camera_offset: int | None = None,
 ) -> GuardResult:
     """Run both models over ``eval_dir`` (a labelled preprocessed set), evaluate both with
@@ -302,9 +429,7 @@ def accuracy_guard(
     ``max_map_drop`` is in points (1 point = 0.01 mAP); the returned result has ``passed``
     False when the INT8 mAP is lower than FP32's by more than that (raising is left to the
     caller, which decides whether to keep the model). Result directories go to ``work_dir``.
-    ``progress`` shows a progress bar (stderr) while each model runs over the set. A
-    camera-aware model gets the manifest's cameras as ``reidctl infer`` feeds them
-    (``camera_offset`` as its ``--camera-offset``).
+    ``progress`` shows a progress bar (stderr) while each model runs over the set.
     """
     from reidctl.evaluate.results import evaluate_results
     from reidctl.runners.comparator import compare
@@ -325,6 +450,7 @@ def accuracy_guard(
             backend=backend,
             batch_size=batch_size,
             progress=progress,
+            allow_preprocess_mismatch=allow_preprocess_mismatch,
             camera_offset=camera_offset,
             **options,
         )
@@ -359,9 +485,11 @@ def _check_output(output: Path, force: bool) -> None:
     output.parent.mkdir(parents=True, exist_ok=True)
 
 
-def _input_of(model: Any) -> tuple[str, int | None, bool]:
-    """The image input's name, its static batch (``None``: dynamic) and whether the model
-    also takes a ``camera`` input."""
+def _input_of(model: Any) -> tuple[TensorSpec, int | None, bool]:
+    """The model's image input as a :class:`TensorSpec`, its static batch (or None) and
+    whether the model also takes a ``camera`` input."""
+    from onnx import helper
+
     init = {t.name for t in model.graph.initializer}
     inputs = [i for i in model.graph.input if i.name not in init]
     images = [i for i in inputs if i.name != CAMERA_INPUT]
@@ -370,9 +498,64 @@ def _input_of(model: Any) -> tuple[str, int | None, bool]:
             f"INT8 calibration feeds one image input (and optionally {CAMERA_INPUT!r}); the "
             f"model has {len(inputs)}: {[i.name for i in inputs]}"
         )
-    dim0 = images[0].type.tensor_type.shape.dim[0]
-    static = dim0.dim_value if dim0.HasField("dim_value") else None
-    return images[0].name, static, len(inputs) == 2
+    ttype = images[0].type.tensor_type
+    dims: list[int | str] = [
+        d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in ttype.shape.dim
+    ]
+    dtype = str(np.dtype(helper.tensor_dtype_to_np_dtype(ttype.elem_type)))
+    spec = TensorSpec(images[0].name, tuple(dims), dtype)
+    dim0 = dims[0] if dims else None
+    return spec, (dim0 if isinstance(dim0, int) and dim0 > 0 else None), len(inputs) == 2
+
+
+class _PrecomputedCalibrator:
+    """Stands in for ONNX Runtime's calibrator where ``quantize_static`` has no range cache:
+    it hands back ranges computed beforehand (:func:`calibrate_ranges`)."""
+
+    def __init__(self, ranges: Any) -> None:
+        self.ranges = ranges
+
+    def collect_data(self, _reader: Any) -> None:
+        return None
+
+    def compute_data(self) -> Any:
+        return self.ranges
+
+
+class _NoData:
+    def get_next(self) -> None:
+        return None
+
+    def __len__(self) -> int:
+        return 0
+
+
+def _quantize_with_ranges(
+    model: Path, output: Path, ranges: Any, cache: Path, **kwargs: Any
+) -> None:
+    """``quantize_static`` with activation ranges computed beforehand (no calibration run
+    inside it): through its calibration cache where this onnxruntime has one, else by
+    handing it a calibrator that returns ``ranges``."""
+    import importlib
+    import inspect
+
+    # the package re-exports a function named ``quantize``: import the module by path
+    ort_quantize = importlib.import_module("onnxruntime.quantization.quantize")
+
+    if "calibration_cache_path" in inspect.signature(ort_quantize.quantize_static).parameters:
+        from onnxruntime.quantization.calibrate import save_tensors_data
+
+        save_tensors_data(ranges, cache)
+        ort_quantize.quantize_static(
+            str(model), str(output), None, calibration_cache_path=str(cache), **kwargs
+        )
+        return
+    original = ort_quantize.create_calibrator
+    ort_quantize.create_calibrator = lambda *_a, **_k: _PrecomputedCalibrator(ranges)
+    try:
+        ort_quantize.quantize_static(str(model), str(output), _NoData(), **kwargs)
+    finally:
+        ort_quantize.create_calibrator = original
 
 
 def quantize_onnx(
@@ -402,12 +585,7 @@ def quantize_onnx(
     samples used, per-channel, excluded and quantised nodes.
     """
     import onnx
-    from onnxruntime.quantization import (
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     if method not in METHODS:
@@ -430,7 +608,8 @@ def quantize_onnx(
                 f"{str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}"
             ) from e
         model = onnx.load(str(pre))
-        input_name, static, takes_camera = _input_of(model)
+        spec, static, takes_camera = _input_of(model)
+        check_input_matches(spec, PrepSet.open(calib_dir).meta, str(model_file))
         excluded = resolve_exclusions(model, exclude)
         camera = None
         if takes_camera:
@@ -439,7 +618,7 @@ def quantize_onnx(
             )
         reader = PrepCalibrationReader(
             calib_dir,
-            input_name,
+            spec.name,
             samples=samples,
             batch_size=static or calib_batch,
             static_batch=static is not None,
@@ -453,10 +632,12 @@ def quantize_onnx(
             # statistics to stdout; neither is for the user, and stdout is the CLI's
             with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
                 warnings.simplefilter("ignore")
-                quantize_static(
-                    str(pre),
-                    str(output),
-                    reader,
+                ranges = calibrate_ranges(pre, reader, method, tmp)
+                _quantize_with_ranges(
+                    pre,
+                    output,
+                    ranges,
+                    Path(tmp) / "ranges.json",
                     quant_format=QuantFormat.QDQ,
                     per_channel=per_channel,
                     reduce_range=reduce_range,
@@ -464,10 +645,9 @@ def quantize_onnx(
                     weight_type=QuantType.QInt8,
                     nodes_to_exclude=excluded or None,
                     calibrate_method=calib_methods[method],
-                    extra_options={"CalibMaxIntermediateOutputs": 16},
                 )
         except ValueError as e:
-            if "bins" not in str(e):
+            if "bins" not in str(e) and "range" not in str(e):
                 raise
             # numpy cannot histogram a tensor whose values (nearly) never change, which
             # only the histogram-based calibrators need
@@ -520,6 +700,7 @@ def int8_from_onnx(
     force: bool = False,
     progress: bool = False,
     on_stage: Callable[[str], None] | None = None,
+    allow_preprocess_mismatch: bool = False,
     camera_offset: int | None = None,
 ) -> dict[str, Any]:
     """Quantise ``model_file`` (an ONNX with its sidecar) to ``output`` and write its sidecar.
@@ -528,6 +709,9 @@ def int8_from_onnx(
     ``max_map_drop`` (points) a larger mAP drop raises :class:`AccuracyGuardError` and
     leaves ``output`` untouched. A :class:`SameSetWarning` is issued when the calibration
     and evaluation sets share images. ``on_stage`` receives a line as each stage starts.
+    The preprocessing of ``calib_dir`` and ``eval_dir`` must match the source sidecar's
+    (:func:`reidctl.artifacts.check_prep_fits_model`) unless ``allow_preprocess_mismatch``;
+    the checks go to ``conversion.preprocess_check``.
     Returns the new sidecar (``conversion.accuracy_guard`` holds the guard's figures).
     A camera-aware model is calibrated and guarded with the manifests' cameras
     (``camid - offset``; ``camera_offset`` overrides the sets' first camera number).
@@ -542,9 +726,19 @@ def int8_from_onnx(
     if max_map_drop is not None and max_map_drop < 0:
         raise InputError(f"--max-map-drop is a drop in points (>= 0), got {max_map_drop}")
     _check_output(output, force)
-    PrepSet.open(calib_dir)
+    checks = {}
+    for role, prep_dir in (("calib", calib_dir), ("eval", eval_dir)):
+        if prep_dir is None:
+            continue
+        checks[role] = check_prep_fits_model(
+            PrepSet.open(prep_dir),
+            model_file,
+            source_sidecar.preprocess,
+            allow_mismatch=allow_preprocess_mismatch,
+        )
+        if "note" in checks[role]:
+            warnings.warn(checks[role]["note"], stacklevel=2)
     if eval_dir is not None:
-        PrepSet.open(eval_dir)
         shared = overlapping_images(calib_dir, eval_dir)
         if shared:
             warnings.warn(
@@ -571,6 +765,7 @@ def int8_from_onnx(
             camera_offset=camera_offset,
         )
         write_onnx_facts(staged, source_sidecar.facts)
+        conversion["preprocess_check"] = checks
         sidecar = source_sidecar.with_fields(
             drop=("validation",),
             source={"file": model_file.name, "sha256": sha256_file(model_file)},
@@ -589,6 +784,7 @@ def int8_from_onnx(
                 max_map_drop=max_map_drop,
                 threads=threads,
                 progress=progress,
+                allow_preprocess_mismatch=allow_preprocess_mismatch,
                 camera_offset=camera_offset,
             )
             conversion["accuracy_guard"] = guard.to_dict()

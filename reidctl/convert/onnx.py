@@ -25,7 +25,7 @@ import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -35,7 +35,12 @@ from reidctl.errors import InputError, ShapeMismatchError, ValidationError
 from reidctl.io import atomic_path, refuse_existing, sha256_file
 from reidctl.runners.facts import set_onnx_facts
 
+if TYPE_CHECKING:
+    from reidctl.models.loading import LoadedModel
+
 DEFAULT_OPSET = 17
+#: opsets the exporter is validated for (the TorchScript exporter of torch 2.x, ops used here)
+MIN_OPSET, MAX_OPSET = 11, 21
 VALIDATION_BATCHES = (1, 3, 32)
 TRACE_BATCH = 2
 
@@ -66,14 +71,26 @@ def check_output_path(output: str | os.PathLike[str], force: bool) -> Path:
     if output.suffix != ".onnx":
         raise InputError(f"output {output} should end in .onnx")
     refuse_existing(output, sidecar_path(output), force=force)
-    parent = output.parent if str(output.parent) else Path(".")
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise InputError(f"cannot create the output folder {parent}: {e.strerror}") from e
-    if not os.access(parent, os.W_OK):
-        raise InputError(f"output folder {parent} is not writable; choose another -o path")
+    # Nothing is created yet (a failed export must leave no new folder behind): the nearest
+    # existing folder must be a writable directory.
+    existing = output.parent if str(output.parent) else Path(".")
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise InputError(f"cannot create the output folder {output.parent}: {existing} is a file")
+    if not os.access(existing, os.W_OK):
+        raise InputError(f"output folder {existing} is not writable; choose another -o path")
     return output
+
+
+def _missing_folders(path: Path) -> list[Path]:
+    """The ancestors of ``path`` that do not exist yet, deepest first."""
+    missing = []
+    parent = path.parent
+    while str(parent) and not parent.exists() and parent != parent.parent:
+        missing.append(parent)
+        parent = parent.parent
+    return missing
 
 
 def _wrap_for_export(module: Any, mean: tuple[float, ...], std: tuple[float, ...], fold: bool):
@@ -197,6 +214,7 @@ def onnx_from_torch(
     simplify: bool = True,
     options: Mapping[str, Any] | None = None,
     first_camera: int = 1,
+    loaded: LoadedModel | None = None,
 ) -> dict[str, Any]:
     """Export registered ``model`` to ``output`` (``.onnx``), validate it, write the sidecar.
 
@@ -204,23 +222,59 @@ def onnx_from_torch(
     ``camera_agnostic``, ``sie_camera``; see :mod:`reidctl.models.camera`); a model without
     ``configure`` refuses any. ``first_camera`` is the ``camid`` of camera index 0 (1 for
     Market-1501 and MSMT17 names), recorded in the sidecar of a camera-aware model.
+    ``loaded``: an already built model (e.g. from a fast-reid config,
+    :func:`reidctl.models.fastreid_config.load_fastreid`) used instead of building ``model``
+    from the registry; ``weights`` and ``allow_pickle`` are then ignored.
 
     Returns the sidecar dictionary (also written to ``<output>.json``, see docs/formats.md).
     """
+    from reidctl.models.registry import get_spec
+
+    # unknown names fail before any file work
+    spec = loaded.spec if loaded is not None else get_spec(model)
+    if static_batch is not None and static_batch < 1:
+        raise InputError(f"--static-batch must be a positive batch size, got {static_batch}")
+    if not MIN_OPSET <= opset <= MAX_OPSET:
+        raise InputError(
+            f"opset {opset} is not supported; use {MIN_OPSET}..{MAX_OPSET} "
+            f"(default {DEFAULT_OPSET})"
+        )
+    output = check_output_path(output, force)
+    created = _missing_folders(output)
+    try:
+        return _export(
+            model, spec, output, weights, opset, static_batch, fold_normalize, allow_pickle,
+            validate_batches, simplify, options, first_camera, loaded,
+        )  # fmt: skip
+    except BaseException:
+        for folder in created:  # deepest first; only the ones this call made, if still empty
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
+
+
+def _export(
+    model: str,
+    spec: Any,
+    output: Path,
+    weights: str | os.PathLike[str] | None,
+    opset: int,
+    static_batch: int | None,
+    fold_normalize: bool,
+    allow_pickle: bool,
+    validate_batches: tuple[int, ...],
+    simplify: bool,
+    options: Mapping[str, Any] | None,
+    first_camera: int,
+    loaded: LoadedModel | None,
+) -> dict[str, Any]:
     import onnx
     import torch
 
     from reidctl.models.loading import create_model
-    from reidctl.models.registry import get_spec
 
-    spec = get_spec(model)  # unknown names fail before any file work
-    if static_batch is not None and static_batch < 1:
-        raise InputError(f"--static-batch must be a positive batch size, got {static_batch}")
-    if not 7 <= opset <= 21:
-        raise InputError(f"opset {opset} is not supported; use 11..21 (default {DEFAULT_OPSET})")
-    output = check_output_path(output, force)
-
-    loaded = create_model(model, weights=weights, allow_pickle=allow_pickle)
+    if loaded is None:
+        loaded = create_model(model, weights=weights, allow_pickle=allow_pickle)
     module = loaded.module
     settings: dict[str, Any] | None = None
     if hasattr(module, "configure"):
@@ -234,10 +288,15 @@ def onnx_from_torch(
         settings = module.configure(**dict(options or {}))
     elif options:
         flags = ", ".join("--" + k.replace("_", "-") for k in sorted(options))
-        raise InputError(f"{model} takes no model options (got {flags})")
+        raise InputError(
+            f"{model} takes no model options (got {flags}); --config and the SIE/JPM options "
+            "are for MODEL fastreid and the TransReID / CLIP-ReID models"
+        )
     takes_camera = bool(getattr(module, "takes_camera", False))
     num_cameras = int(getattr(module, "num_cameras", 0))
-    pre = spec.preprocess
+    # a model whose checkpoint carries its own normalisation (fast-reid's pixel_mean /
+    # pixel_std buffers) exposes it as ``module.preprocess``
+    pre = getattr(module, "preprocess", None) or spec.preprocess
     wrapped = _wrap_for_export(module, pre.mean, pre.std, fold_normalize)
     out_names = list(loaded.output_names)
     in_dtype = "uint8" if fold_normalize else "float32"

@@ -25,7 +25,6 @@ import json
 import os
 import re
 import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,7 @@ from typing import Any
 from reidctl import __version__
 from reidctl.convert.carry import carry_sidecar, model_facts
 from reidctl.errors import FormatError, InputError, OutputExistsError
+from reidctl.io import make_temp_dir
 
 DEFAULT_MAX_BATCH = 64
 DEFAULT_QUEUE_DELAY_US = 100
@@ -244,7 +244,7 @@ def triton_repository(
         raise OutputExistsError(f"{final} exists; pass --force to replace it")
     repository.mkdir(parents=True, exist_ok=True)
     filename = FORMATS[suffix][2]
-    stage = Path(tempfile.mkdtemp(prefix=f".{name}.stage-", dir=repository))
+    stage = make_temp_dir(repository, prefix=f".{name}.stage-")
     try:
         version = stage / VERSION
         version.mkdir()
@@ -260,7 +260,7 @@ def triton_repository(
         (stage / CONFIG_NAME).write_text(config, encoding="utf-8")
         old = None
         if final.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{name}.old-", dir=repository))
+            old = make_temp_dir(repository, prefix=f".{name}.old-")
             os.replace(final, old / name)
         os.replace(stage, final)
         if old is not None:

@@ -16,6 +16,7 @@ import numpy as np
 from tqdm import tqdm
 
 from reidctl.errors import ShapeMismatchError
+from reidctl.progress import bar_disable
 
 
 def _check_local(x: np.ndarray, what: str) -> np.ndarray:
@@ -97,7 +98,9 @@ class LocalDistance:
         # while the matrix multiply of another uses the BLAS threads
         with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
             done = pool.map(work, chunks)
-            for _ in tqdm(done, total=len(chunks), desc="local distance", disable=not progress):
+            for _ in tqdm(
+                done, total=len(chunks), desc="local distance", disable=bar_disable(progress)
+            ):
                 pass
         return out
 

@@ -33,6 +33,7 @@ from tqdm import tqdm
 from reidctl.errors import InputError
 from reidctl.evaluate.distance import DEFAULT_METRIC, DistanceFn
 from reidctl.evaluate.rank import _monotone_bits, _stable_rank_order
+from reidctl.progress import bar_disable
 
 
 def _check_params(k1: int, k2: int, lambda_value: float) -> None:
@@ -177,7 +178,7 @@ def re_ranking_fn(
     run_val = np.full((n, cap), np.inf, dtype=np.float32)
     run_idx = np.full((n, cap), -1, dtype=np.int64)
     qg = np.empty((nq, ng), dtype=np.float32)
-    for a in tqdm(range(0, n, chunk), desc="re-ranking: neighbours", disable=not progress):
+    for a in tqdm(range(0, n, chunk), desc="re-ranking: neighbours", disable=bar_disable(progress)):
         b = min(a + chunk, n)
         blk = dist.block(np.arange(a, b), a, n, squared=True)
         np.maximum(rowmax[a:b], blk.max(axis=1), out=rowmax[a:b])
@@ -198,7 +199,9 @@ def re_ranking_fn(
     # 2. expanded k-reciprocal sets and their weights (sparse V)
     rows_all, cols_all = [], []
     step = 2048
-    for a in tqdm(range(0, n, step), desc="re-ranking: reciprocal sets", disable=not progress):
+    for a in tqdm(
+        range(0, n, step), desc="re-ranking: reciprocal sets", disable=bar_disable(progress)
+    ):
         rows = np.arange(a, min(a + step, n))
         recip = _reciprocal(top, rows, kk)  # [B, kk]
         lists = top[rows]
@@ -272,7 +275,7 @@ def re_ranking_fn(
     for a, b in tqdm(
         list(itertools.pairwise(bounds)),
         desc="re-ranking: jaccard",
-        disable=not progress,
+        disable=bar_disable(progress),
     ):
         p0, p1 = vq.indptr[a], vq.indptr[b]
         ks = vq.indices[p0:p1]

@@ -227,7 +227,9 @@ def load_results(
             raise ShapeMismatchError(
                 f"local output {lname!r} must be [N, stripes, D], got {loc.shape}"
             )
-    return EvalData(feat, loc, entries, name, lname, norm, _prep_root(rd.run.get("prep_dir")))
+    images = rd.run.get("images") or {}
+    root = Path(images["root"]) if images.get("root") else _prep_root(rd.run.get("prep_dir"))
+    return EvalData(feat, loc, entries, name, lname, norm, root)
 
 
 @dataclass(frozen=True)

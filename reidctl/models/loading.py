@@ -1,9 +1,15 @@
 """Build a registered model and load its weights safely.
 
-``torch.load(..., weights_only=True)`` by default, with an allow-list for what real ReID
-checkpoints contain besides tensors (numpy arrays and scalars, e.g. AlignedReID's
-``scores``). A legacy full pickle needs ``allow_pickle=True``, which can run arbitrary code
-and is therefore an explicit opt-in.
+Files are read by :func:`reidctl.models.checkpoints.read_checkpoint`: ``torch.load(...,
+weights_only=True)`` with numpy arrays and scalars allowed (AlignedReID's ``scores``), then,
+for files that pickle objects of other classes (a Lightning checkpoint's yacs ``CfgNode``),
+a restricted unpickler that keeps those objects as inert placeholders and refuses any
+global the file would call. A full pickle needs ``allow_pickle=True``, which can run
+arbitrary code and is therefore an explicit opt-in. Safetensors files load too.
+
+Loading is strict, except that BatchNorm ``num_batches_tracked`` counters missing from a
+checkpoint (PyTorch < 0.4 wrote none) keep the model's own value. When the keys do not fit,
+the error says which other registered model they fit.
 
 Builder-module protocol (see :mod:`reidctl.models.registry`): ``build(name, num_classes)``
 returns an ``nn.Module`` with ``output_names``; the module may define
@@ -14,21 +20,25 @@ built class may define ``remap_state_dict(sd) -> sd`` (foreign key names to its 
 from __future__ import annotations
 
 import importlib
-import pickle
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 from reidctl.errors import CheckpointError
 from reidctl.io import sha256_file
+from reidctl.models.checkpoints import (
+    FITS_OTHER_MODEL,
+    add_missing_batch_counters,
+    compare_keys,
+    extract_state_dict,
+    read_checkpoint,
+    suggest_models,
+)
 from reidctl.models.registry import ModelSpec, get_spec
-
-_PREFIXES = ("module.", "model.")
 
 
 class RandomInitWarning(UserWarning):
@@ -52,111 +62,14 @@ class LoadedModel:
         return {"path": self.weights_path, "sha256": str(self.weights_sha256)}
 
 
-def _numpy_safe_globals() -> list[Any]:
-    """What numpy arrays and scalars pickle as (both numpy 1.x and 2.x module paths)."""
-    out: list[Any] = [np.ndarray, np.dtype]
-    paths = ("numpy._core.multiarray", "numpy.core.multiarray")
-    for modname in paths:  # the first that imports: numpy 2.x, else 1.x
-        try:
-            mod = importlib.import_module(modname)
-        except ImportError:
-            continue
-        for attr in ("_reconstruct", "scalar"):
-            if hasattr(mod, attr):
-                # torch matches a global by the path written in the file, and a function
-                # reports only its current module: numpy 1.x files name numpy.core, 2.x
-                # files numpy._core, so allow the function under both names.
-                out += [(getattr(mod, attr), f"{path}.{attr}") for path in paths]
-        break
-    out += [type(np.dtype(t)) for t in ("float16", "float32", "float64", "int32", "int64", "bool")]
-    out += [np.float16, np.float32, np.float64, np.int32, np.int64, np.bool_]
-    return out
-
-
 def load_checkpoint(path: str | Path, allow_pickle: bool = False) -> Any:
-    """``torch.load`` a checkpoint file on the CPU; typed errors for every failure."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"weights file not found: {path}")
-    if allow_pickle:
-        warnings.warn(
-            f"loading {path} with full pickle (--allow-pickle): this can execute arbitrary "
-            "code; use it only for files you trust",
-            stacklevel=2,
-        )
-        try:
-            return torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as e:
-            raise CheckpointError(f"cannot read weights file {path}: {e}") from e
-    try:
-        with torch.serialization.safe_globals(_numpy_safe_globals()):
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        if "Weights only load failed" in str(e) and "GLOBAL" in str(e):
-            raise CheckpointError(
-                f"{path} holds Python objects that safe loading refuses ({first}). If you "
-                "trust the file, pass --allow-pickle to load it as a full pickle."
-            ) from e
-        raise CheckpointError(f"{path} is not a readable torch checkpoint: {first}") from e
-    except Exception as e:  # a damaged file can fail anywhere inside the unpickler
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(
-            f"{path} is not a readable torch checkpoint (corrupt or truncated?): {first}"
-        ) from e
-
-
-def extract_state_dict(obj: Any, source: str = "checkpoint") -> dict[str, torch.Tensor]:
-    """Find the model state dict inside the common checkpoint containers.
-
-    Handles a bare state dict, ``{'state_dict': ...}`` (torchreid, Lightning),
-    ``{'state_dicts': [model_sd, optim_sd], ...}`` (AlignedReID), ``{'model': ...}``; strips
-    ``module.`` (DataParallel) and ``model.`` prefixes.
-    """
-    sd = obj
-    for _ in range(3):
-        if not isinstance(sd, dict):
-            break
-        if (
-            "state_dicts" in sd
-            and isinstance(sd["state_dicts"], list | tuple)
-            and sd["state_dicts"]
-        ):
-            sd = sd["state_dicts"][0]
-        elif "state_dict" in sd and isinstance(sd["state_dict"], dict):
-            sd = sd["state_dict"]
-        elif "model" in sd and isinstance(sd["model"], dict):
-            sd = sd["model"]
-        else:
-            break
-    if not isinstance(sd, dict) or not sd:
-        raise CheckpointError(f"{source} holds no state dict (found {type(obj).__name__})")
-    tensors = {k: v for k, v in sd.items() if isinstance(v, torch.Tensor)}
-    if not tensors:
-        raise CheckpointError(f"{source} holds no tensors; is it a model checkpoint?")
-    out: dict[str, torch.Tensor] = {}
-    for k, v in tensors.items():
-        key = str(k)
-        changed = True
-        while changed:
-            changed = False
-            for p in _PREFIXES:
-                if key.startswith(p):
-                    key, changed = key[len(p) :], True
-        out[key] = v
-    return out
+    """The object a checkpoint file holds, read on the CPU (see :func:`read_checkpoint`)."""
+    return read_checkpoint(path, allow_pickle).obj
 
 
 def _describe_mismatch(model: nn.Module, sd: dict[str, torch.Tensor], source: str) -> str | None:
-    own = model.state_dict()
-    missing = sorted(set(own) - set(sd))
-    unexpected = sorted(set(sd) - set(own))
-    shapes = sorted(
-        f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
-        for k in set(own) & set(sd)
-        if tuple(own[k].shape) != tuple(sd[k].shape)
-    )
-    if not (missing or unexpected or shapes):
+    cmp = compare_keys(model.state_dict(), sd)
+    if cmp.exact:
         return None
 
     def show(title: str, items: list[str]) -> str:
@@ -167,10 +80,9 @@ def _describe_mismatch(model: nn.Module, sd: dict[str, torch.Tensor], source: st
 
     return (
         f"weights {source} do not fit the model"
-        + show("missing keys", missing)
-        + show("unexpected keys", unexpected)
-        + show("shape mismatches", shapes)
-        + "\n  check that the checkpoint belongs to this model (see `reidctl models`)"
+        + show("missing keys", cmp.missing)
+        + show("unexpected keys", cmp.unexpected)
+        + show("shape mismatches", cmp.shapes)
     )
 
 
@@ -209,11 +121,18 @@ def create_model(
         torch.manual_seed(0)
         module = build(name, num_classes)
     if sd is not None:
+        raw = sd
         if hasattr(module, "remap_state_dict"):
             sd = module.remap_state_dict(sd)
+        sd = add_missing_batch_counters(module.state_dict(), sd)
         problem = _describe_mismatch(module, sd, str(weights))
         if problem:
-            raise CheckpointError(problem)
+            hint = suggest_models(raw, name).replace("FILE", str(weights))
+            if not hint.startswith(FITS_OTHER_MODEL):
+                from reidctl.models.fastreid import family_hint
+
+                hint += family_hint(raw, name)
+            raise CheckpointError(f"{problem}\n  {hint}")
         module.load_state_dict(sd, strict=True)
     module.eval()
     return LoadedModel(

@@ -269,3 +269,66 @@ register_model(
         reference=_CLIPREID,
     )
 )
+
+# fast-reid, LightMBN and torchreid MobileNetV2 (CNN families)
+_FASTREID = {
+    # name: (description, input height)
+    "fastreid_bot_r50": ("fast-reid BagTricks: ResNet-50, last stride 1, GAP, BNNeck", 256),
+    "fastreid_bot_r50_ibn": (
+        "fast-reid BagTricks: ResNet-50 IBN-a, last stride 1, GAP, BNNeck",
+        256,
+    ),
+    "fastreid_agw_r50": ("fast-reid AGW: ResNet-50, non-local, GeM (p=3), BNNeck", 256),
+    "fastreid_sbs_r50_ibn": (
+        "fast-reid SBS: ResNet-50 IBN-a, non-local, GeM with learned p, BNNeck",
+        384,
+    ),
+    "fastreid_mgn_r50_ibn": (
+        "fast-reid MGN: ResNet-50 IBN-a, 3 branches, 8 heads of 256-d GeM-P + BNNeck",
+        384,
+    ),
+}
+for _name, (_desc, _height) in _FASTREID.items():
+    register_model(
+        ModelSpec(
+            name=_name,
+            description=_desc,
+            builder="reidctl.models.fastreid:build",
+            outputs=(_feat("feature", 2048),),
+            feature="feature",
+            l2_normalize=True,
+            # fast-reid normalises in the model with PIXEL_MEAN/STD (0..255): ImageNet's
+            # statistics by default; a checkpoint that carries pixel_mean/pixel_std overrides
+            # these in the exported sidecar. Its test transform resizes with PIL bicubic.
+            preprocess=PreprocessSpec(height=_height, width=128, interpolation="bicubic"),
+            tolerance=1e-4,
+            reference="JDAI-CV/fast-reid (configs/Market1501)",
+        )
+    )
+for _variant, _dim in (("mobilenetv2_x1_0", 1280), ("mobilenetv2_x1_4", 1792)):
+    register_model(
+        ModelSpec(
+            name=_variant,
+            description=f"MobileNetV2 {_variant[13:].replace('_', '.')} (torchreid), "
+            f"{_dim}-d global average pool",
+            builder="reidctl.models.mobilenetv2:build",
+            outputs=(_feat("feature", _dim),),
+            feature="feature",
+            l2_normalize=True,
+            tolerance=1e-4,
+            reference="KaiyangZhou/deep-person-reid (torchreid)",
+        )
+    )
+register_model(
+    ModelSpec(
+        name="lmbn_n",
+        description="LightMBN LMBN_n: OSNet trunk, global/part/channel branches, 7 x 512-d",
+        builder="reidctl.models.lightmbn:build",
+        outputs=(_feat("feature", 3584),),
+        feature="feature",
+        l2_normalize=True,
+        preprocess=PreprocessSpec(height=384, width=128),
+        tolerance=1e-4,
+        reference="jixunbo/LightMBN (model/lmbn_n.py); boxmot",
+    )
+)

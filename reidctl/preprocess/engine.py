@@ -20,10 +20,13 @@ import os
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
+
+import numpy as np
 
 from reidctl.artifacts import (
     INFO_NAME,
@@ -46,11 +49,13 @@ from reidctl.preprocess.layouts.base import (
     scan_layout,
 )
 from reidctl.preprocess.transform import (
+    DEFAULT_MAX_PIXELS,
     BadImageError,
     ImageTransform,
     TensorSettings,
     decode_image,
 )
+from reidctl.progress import bar_disable
 from reidctl.specs import PreprocessSpec
 
 #: hidden file holding an unfinished run's settings; removed once meta.json is written
@@ -255,19 +260,32 @@ def process_shard(
         if skip_existing and is_complete(target, nbytes):
             result.skipped += 1
             continue
-        try:
-            with open(root / e.source, "rb") as f:
-                data = f.read()
-            buf = transform(decode_image(data, e.source), buf)
-        except OSError as err:
-            result.bad.append(BadFile(e.source, f"cannot read: {err.strerror or err}"))
+        got = load_tensor(root, e, transform, buf)
+        if isinstance(got, BadFile):
+            result.bad.append(got)
             continue
-        except BadImageError as err:
-            result.bad.append(BadFile(e.source, str(err).split(": ", 1)[-1]))
-            continue
+        buf = got
         write_tensor(out_dir, e, buf.data)
         result.written += 1
     return result
+
+
+def load_tensor(
+    root: Path, entry: ManifestEntry, transform: ImageTransform, out: np.ndarray | None = None
+) -> np.ndarray | BadFile:
+    """The tensor of ``root/entry.source`` (``(C, H, W)``, into ``out`` when given), or a
+    :class:`BadFile` saying why the image cannot be read or decoded.
+
+    The one per-image step of every preprocessing path (tensor files and streaming).
+    """
+    try:
+        with open(root / entry.source, "rb") as f:
+            data = f.read()
+        return transform(decode_image(data, entry.source, transform.settings.max_pixels), out)
+    except OSError as err:
+        return BadFile(entry.source, f"cannot read: {err.strerror or err}")
+    except BadImageError as err:
+        return BadFile(entry.source, str(err).split(": ", 1)[-1])
 
 
 _WORKER: dict[str, Any] = {}
@@ -298,13 +316,21 @@ def _worker_task(args: tuple[list[ManifestEntry], str, str, TensorSettings, bool
 def _start_method() -> str:
     """``fork`` (cheapest: workers start in milliseconds) unless threads other than tqdm's
     idle monitor run, since a thread holding a lock at fork time can deadlock the child
-    (e.g. inside a Ray worker); then ``spawn``."""
+    (e.g. inside a Ray worker, or OpenCV's own worker threads once it has run a parallel
+    resize in this process); then ``spawn``. Native threads count too (``/proc/self/task``)."""
+    if sys.platform != "linux":
+        return "spawn"
     others = [
         t
         for t in threading.enumerate()
         if t is not threading.main_thread() and type(t).__name__ != "TMonitor"
     ]
-    return "fork" if sys.platform == "linux" and not others else "spawn"
+    monitors = threading.active_count() - 1 - len(others)
+    try:
+        os_threads = len(os.listdir("/proc/self/task"))
+    except OSError:
+        os_threads = 1 + len(others) + monitors
+    return "fork" if not others and os_threads <= 1 + monitors else "spawn"
 
 
 def default_workers() -> int:
@@ -356,7 +382,7 @@ def write_tensors(
                 initial=total.skipped,
                 unit="img",
                 file=sys.stderr,
-                disable=not progress,
+                disable=bar_disable(progress),
                 desc="preprocess",
             )
             transform = ImageTransform(settings)
@@ -371,7 +397,7 @@ def write_tensors(
                 initial=total.skipped,
                 unit="img",
                 file=sys.stderr,
-                disable=not progress,
+                disable=bar_disable(progress),
                 desc="preprocess",
             )
             for r in pool.imap_unordered(_worker_task, tasks):
@@ -493,6 +519,24 @@ def finalize_output(
         "bad_files": sorted((b.to_dict() for b in bad_files), key=lambda d: d["source"]),
         "info": {"file": INFO_NAME, "relative": relative_info},
     }
+    if not relative_info and any(c.isspace() for c in str(out_dir)):
+        # the info file's four fields are separated by spaces (the vendor tool's format)
+        warnings.warn(
+            f"the output directory {out_dir} contains whitespace, which would split the "
+            f"absolute paths of {INFO_NAME}'s space-separated fields: writing paths relative "
+            "to it instead (as --relative-info does)",
+            stacklevel=2,
+        )
+        relative_info = True
+    bad_names = [e.bin for e in entries if any(c.isspace() for c in e.bin)]
+    if bad_names:
+        warnings.warn(
+            f"{len(bad_names)} tensor names contain whitespace (e.g. {bad_names[0]!r}, from "
+            f"the image file name): their {INFO_NAME} lines have more than four fields; "
+            "manifest.jsonl is unaffected",
+            stacklevel=2,
+        )
+    meta["info"]["relative"] = relative_info
     info = info_lines(entries, out_dir, spec.width, spec.height, relative_info)
     prep = finalize_prep_set(out_dir, entries, meta, info)
     (out_dir / STATE_NAME).unlink(missing_ok=True)
@@ -562,6 +606,7 @@ def preprocess_dataset(
     skip_bad: bool = False,
     progress: bool = False,
     executor: PrepExecutor | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> PrepSummary:
     """Turn a dataset into a preprocessed set in ``out_dir`` (see ``docs/formats.md``).
 
@@ -571,10 +616,11 @@ def preprocess_dataset(
     mean/std). Bad images are reported by path: by default every other image is still
     processed and then :class:`BadDataError` lists them (``meta.json`` is not written, so
     the set stays incomplete: fix the files and ``resume``); with ``skip_bad`` they are
-    left out and listed in ``meta.json``. Raises :class:`InputError` for a bad layout, root,
-    name or output directory.
+    left out and listed in ``meta.json``. Images of more than ``max_pixels`` pixels (width x
+    height, read from the header before decoding) are bad images too. Raises
+    :class:`InputError` for a bad layout, root, name or output directory.
     """
-    settings = TensorSettings(spec or PreprocessSpec(), dtype, flip)
+    settings = TensorSettings(spec or PreprocessSpec(), dtype, flip, max_pixels)
     scan = scan_layout(layout, root, splits)
     if not scan.records:
         raise InputError(f"no images found for splits {', '.join(scan.splits)} under {scan.root}")

@@ -17,6 +17,7 @@ normalisation (for models that normalise in their graph).
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 
 import cv2
@@ -33,6 +34,12 @@ CV2_INTERPOLATION: dict[str, int] = {
     "nearest": cv2.INTER_NEAREST,
 }
 _DECODE_FLAGS = cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
+#: the largest image decoded, in pixels (width x height): 50 megapixels, ~150 MB as BGR.
+#: Larger images (or headers that claim them: decompression bombs) are bad files.
+DEFAULT_MAX_PIXELS = 50_000_000
+#: OpenCV refuses more than this many pixels whatever --max-pixels says, unless the
+#: environment variable OPENCV_IO_MAX_IMAGE_PIXELS is raised before OpenCV loads
+OPENCV_MAX_PIXELS = 1 << 30
 
 
 class BadImageError(BadDataError):
@@ -44,16 +51,21 @@ class TensorSettings:
     """What every tensor of a preprocessed set looks like.
 
     ``dtype`` is ``float32``, ``float16`` or ``uint8`` (raw 0-255 pixels in ``spec.color``
-    order); ``flip`` stores every image mirrored left-right.
+    order); ``flip`` stores every image mirrored left-right. ``max_pixels`` bounds the
+    images decoded (width x height; :data:`DEFAULT_MAX_PIXELS`).
     """
 
     spec: PreprocessSpec
     dtype: str = "float32"
     flip: bool = False
+    #: decode limit (width x height, pixels): larger images are bad files (not stored)
+    max_pixels: int = DEFAULT_MAX_PIXELS
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
             raise InputError(f"unknown dtype {self.dtype!r}; valid: {', '.join(DTYPES)}")
+        if int(self.max_pixels) < 1:
+            raise InputError(f"--max-pixels must be at least 1, got {self.max_pixels}")
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -89,17 +101,101 @@ def truncation_reason(data: bytes) -> str | None:
     return None
 
 
-def decode_image(data: bytes, source: str = "<bytes>") -> np.ndarray:
+_JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int] | None:
+    i = 2
+    n = len(data)
+    while i + 4 <= n:
+        if data[i] != 0xFF:
+            return None
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker in (0x01, 0xD8) or 0xD0 <= marker <= 0xD7:
+            i += 2
+            continue
+        if marker in _JPEG_SOF:
+            if i + 9 > n:
+                return None
+            h, w = struct.unpack(">HH", data[i + 5 : i + 9])
+            return w, h
+        if marker in (0xD9, 0xDA):  # end of image / start of scan before any frame header
+            return None
+        i += 2 + struct.unpack(">H", data[i + 2 : i + 4])[0]
+    return None
+
+
+def header_size(data: bytes) -> tuple[int, int] | None:
+    """``(width, height)`` in pixels as the file's header states it, read without decoding
+    (JPEG frame header, PNG IHDR, GIF, BMP, WebP), or ``None`` for other formats."""
+    try:
+        if data[:2] == b"\xff\xd8":
+            return _jpeg_size(data)
+        if data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR":
+            w, h = struct.unpack(">II", data[16:24])
+            return w, h
+        if data[:6] in (b"GIF87a", b"GIF89a"):
+            w, h = struct.unpack("<HH", data[6:10])
+            return w, h
+        if data[:2] == b"BM" and len(data) >= 26:
+            w, h = struct.unpack("<ii", data[18:26])
+            return abs(w), abs(h)
+        if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+            chunk = data[12:16]
+            if chunk == b"VP8X":
+                w = int.from_bytes(data[24:27], "little") + 1
+                h = int.from_bytes(data[27:30], "little") + 1
+                return w, h
+            if chunk == b"VP8 ":
+                w, h = struct.unpack("<HH", data[26:30])
+                return w & 0x3FFF, h & 0x3FFF
+            if chunk == b"VP8L":
+                bits = int.from_bytes(data[21:25], "little")
+                return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+    except struct.error:
+        return None
+    return None
+
+
+def _too_large(source: str, w: int, h: int, max_pixels: int, what: str) -> BadImageError:
+    return BadImageError(
+        f"{source}: {what} {w}x{h} pixels ({w * h / 1e6:.1f} MP), more than the limit of "
+        f"{max_pixels / 1e6:g} MP (--max-pixels {max_pixels}); a decompression bomb or an "
+        "image far larger than a person crop"
+    )
+
+
+def decode_image(
+    data: bytes, source: str = "<bytes>", max_pixels: int = DEFAULT_MAX_PIXELS
+) -> np.ndarray:
     """Decode image bytes to an ``H x W x 3`` uint8 BGR array.
 
-    Raises :class:`BadImageError` naming ``source`` for empty, truncated or undecodable data.
+    Raises :class:`BadImageError` naming ``source`` for empty, truncated or undecodable data,
+    and for images of more than ``max_pixels`` pixels (width x height): the header's size is
+    read before decoding (JPEG, PNG, GIF, BMP, WebP), so a small file that claims a huge
+    image is refused without allocating it; other formats are checked after decoding.
+    OpenCV itself refuses more than :data:`OPENCV_MAX_PIXELS` (a bad file too).
     """
     reason = truncation_reason(data)
     if reason is not None:
         raise BadImageError(f"{source}: {reason}")
-    img = cv2.imdecode(np.frombuffer(data, np.uint8), _DECODE_FLAGS)
+    size = header_size(data)
+    if size is not None and size[0] * size[1] > max_pixels:
+        raise _too_large(source, *size, max_pixels, "its header states")
+    try:
+        img = cv2.imdecode(np.frombuffer(data, np.uint8), _DECODE_FLAGS)
+    except cv2.error as e:
+        lines = [ln for ln in str(e).strip().splitlines() if ln.strip()]
+        raise BadImageError(
+            f"{source}: OpenCV cannot decode it ({lines[-1].strip() if lines else 'cv2.error'})"
+        ) from None
     if img is None or img.size == 0:
         raise BadImageError(f"{source}: not a decodable image")
+    if img.shape[0] * img.shape[1] > max_pixels:
+        raise _too_large(source, img.shape[1], img.shape[0], max_pixels, "it decodes to")
     return img
 
 

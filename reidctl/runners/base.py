@@ -96,12 +96,14 @@ class Runner(ABC):
 
         Rows are split into calls planned by :func:`plan_batches` from :meth:`batch_limits`;
         padded rows (zeros) are trimmed from the outputs. Returns ``{output: array}`` with
-        as many rows as the feeds.
+        as many rows as the feeds. Every output must have one row per input row (axis 0 of
+        the size fed): :class:`ShapeMismatchError` names an output that does not (a scalar,
+        or a reduction over the batch axis), rather than copying one row to every image.
         """
         n = len(next(iter(feeds.values())))
         plan = plan_batches(n, max(n, 1), self.batch_limits())
         if len(plan) == 1 and plan[0].padding == 0:
-            return self.infer(feeds)
+            return self.check_rows(self.infer(feeds), n)
         parts: list[dict[str, np.ndarray]] = []
         for step in plan:
             sub = {}
@@ -111,11 +113,26 @@ class Runner(ABC):
                     pad = np.zeros((step.padding, *rows.shape[1:]), dtype=rows.dtype)
                     rows = np.concatenate([rows, pad])
                 sub[k] = rows
-            out = self.infer(sub)
+            out = self.check_rows(self.infer(sub), step.count + step.padding)
             parts.append({k: v[: step.count] for k, v in out.items()})
         if not parts:
             return {}
         return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+    def check_rows(self, outputs: dict[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
+        """``outputs`` of a call fed ``rows`` rows, unchanged when every output's axis 0 has
+        ``rows`` entries; :class:`ShapeMismatchError` naming the first output that does not."""
+        for name, arr in outputs.items():
+            shape = list(np.shape(arr))
+            if not shape or shape[0] != rows:
+                raise ShapeMismatchError(
+                    f"{self.model_file}: output {name!r} has shape {shape} for a batch of "
+                    f"{rows} rows; every output needs one row per input row (axis 0 = "
+                    "batch). A scalar or an output reduced over the batch axis cannot be "
+                    "split into per-image results: re-export the model with the batch axis "
+                    "kept on every output"
+                )
+        return outputs
 
     def batch_limits(self) -> BatchLimits:
         """Batch sizes the loaded model accepts; default: the first input's batch dimension.

@@ -11,8 +11,8 @@ against PyTorch), the INT8 accuracy guard (FP32 against INT8 features) and
 Per output: max and mean absolute difference, ``rel_diff = max|a - b| / max|a|`` (``a`` the
 reference; the absolute difference when ``a`` is all zeros), mean and min row cosine (rows
 flattened; two zero rows count as 1.0) and the worst rows by cosine. Thresholds: ``rtol``
-bounds ``rel_diff``, ``atol`` the max absolute difference, ``min_cos`` the min row cosine;
-NaN fails every threshold.
+bounds ``rel_diff``, ``atol`` the max absolute difference, ``min_cos`` the min row cosine.
+NaN or inf in either result always fails (thresholds or not), and its figures read NaN.
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ Source = Runner | Callable[[Mapping[str, np.ndarray]], Mapping[str, np.ndarray]]
 
 def row_cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Cosine similarity of each row pair (rows flattened), float64 ``[N]``; 1.0 for two zero
-    rows. :class:`ShapeMismatchError` when the shapes differ."""
+    rows, NaN for a row holding NaN or inf on either side. :class:`ShapeMismatchError` when
+    the shapes differ."""
     if np.shape(a) != np.shape(b):
         raise ShapeMismatchError(f"shapes differ: {list(np.shape(a))} vs {list(np.shape(b))}")
     a = np.asarray(a).reshape(len(a), -1).astype(np.float64)
@@ -40,8 +41,12 @@ def row_cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     na, nb = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
     dot = np.einsum("ij,ij->i", a, b)
     both_zero = (na == 0) & (nb == 0)
-    cos = dot / np.maximum(na * nb, np.finfo(np.float64).tiny)
-    return np.where(both_zero, 1.0, cos)
+    with np.errstate(invalid="ignore", over="ignore"):
+        cos = dot / np.maximum(na * nb, np.finfo(np.float64).tiny)
+    cos = np.where(both_zero, 1.0, cos)
+    # A row holding NaN or inf on either side has no cosine: NaN, never 1.0.
+    finite = np.isfinite(a).all(axis=1) & np.isfinite(b).all(axis=1)
+    return np.where(finite, cos, np.nan)
 
 
 @dataclass(frozen=True)
@@ -66,14 +71,17 @@ def diff_arrays(a: np.ndarray, b: np.ndarray, worst: int = 5) -> OutputDiff:
     """The figures of :class:`OutputDiff` for two arrays of one shape ``[N, ...]``."""
     cos = row_cosine(a, b)
     a64, b64 = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    diff = np.abs(a64 - b64)
-    max_abs = float(diff.max()) if diff.size else 0.0
-    scale = float(np.max(np.abs(a64))) if a64.size else 0.0
-    order = np.argsort(cos, kind="stable")[:worst]
+    with np.errstate(invalid="ignore"):
+        diff = np.abs(a64 - b64)
+    nonfinite = not (np.isfinite(a64).all() and np.isfinite(b64).all())
+    max_abs = float("nan") if nonfinite else float(diff.max()) if diff.size else 0.0
+    scale = float(np.max(np.abs(a64))) if a64.size and not nonfinite else 0.0
+    # NaN rows first among the worst (argsort would put them last)
+    order = np.argsort(np.where(np.isnan(cos), -np.inf, cos), kind="stable")[:worst]
     return OutputDiff(
         rows=len(a64),
         max_abs_diff=max_abs,
-        mean_abs_diff=float(diff.mean()) if diff.size else 0.0,
+        mean_abs_diff=float("nan") if nonfinite else float(diff.mean()) if diff.size else 0.0,
         rel_diff=max_abs / scale if scale > 0 else max_abs,
         mean_cosine=float(cos.mean()) if cos.size else 1.0,
         min_cosine=float(cos.min()) if cos.size else 1.0,
@@ -134,6 +142,13 @@ def run_all(
     return out
 
 
+def _nonfinite_rows(x: np.ndarray) -> int:
+    x = np.asarray(x)
+    if not np.issubdtype(x.dtype, np.floating) or x.size == 0:
+        return 0
+    return int((~np.isfinite(x.reshape(len(x), -1))).any(axis=1).sum())
+
+
 def compare(
     results: Mapping[str, Mapping[str, np.ndarray]],
     *,
@@ -167,7 +182,11 @@ def compare(
             )
         d = diff_arrays(ra[name], rb[name], worst)
         outputs[name] = d
-        reasons = []
+        reasons = [
+            f"{label} holds NaN or inf in {bad} of {d.rows} rows (min row cosine nan)"
+            for label, arr in ((la, ra[name]), (lb, rb[name]))
+            if (bad := _nonfinite_rows(arr))
+        ]
         if rtol is not None and not d.rel_diff <= rtol:
             reasons.append(
                 f"max abs diff {d.max_abs_diff:.3g} is {d.rel_diff:.3g} of the output's max "

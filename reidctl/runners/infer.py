@@ -2,9 +2,13 @@
 
 Layers, lowest first:
 
-* :func:`infer_entries` - a list of manifest entries through an active runner, the next
-  batch read (:meth:`PrepSet.read_batch`) by a background thread while the current one
-  runs; returns the stacked outputs (the unit every executor maps over its shards);
+* :func:`run_batches` - ``(entries, tensors)`` batches through an active runner
+  (:func:`batch_inputs` makes each call's inputs); returns the rows run and the stacked
+  outputs. Two producers feed it: :func:`infer_entries` (manifest entries of a
+  preprocessed set, the next batch read by :meth:`PrepSet.read_batch` on a background
+  thread while the current one runs) and :class:`reidctl.runners.image_source.ImageStream`
+  (images decoded by worker processes, no tensor files); either is the unit every
+  executor maps over its shards;
 * an executor (:class:`LocalExecutor` here, :class:`reidctl.scale.ray_engine.RayExecutor`
   on a Ray cluster) - runs :func:`infer_entries` over the set and reports what it did;
 * :func:`run_inference` - the whole ``reidctl infer`` for any executor: checks, facts,
@@ -15,11 +19,12 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator, Sequence
+import warnings
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -32,16 +37,19 @@ from reidctl.artifacts import (
     ResultDir,
     RunRecord,
     check_output_names,
+    check_prep_fits_model,
     check_replaceable,
     read_tensor,
 )
 from reidctl.errors import (
     BackendUnavailableError,
+    BadDataError,
     FormatError,
     InputError,
     ShapeMismatchError,
 )
 from reidctl.io import sha256_file
+from reidctl.progress import bar_disable
 from reidctl.runners import get_runner, runner_for_file
 from reidctl.runners.base import Runner
 from reidctl.runners.cameras import CAMERA_INPUT, CameraRule, camera_rule, split_inputs
@@ -49,13 +57,19 @@ from reidctl.runners.facts import derive_facts, output_specs, sidecar_or_none
 from reidctl.runners.options import check_options as check_options  # re-exported
 from reidctl.specs import TensorSpec
 
+if TYPE_CHECKING:
+    from reidctl.runners.image_source import ImageSource, StreamPlan
+
 __all__ = [
     "InferExecutor",
     "InferJob",
     "InferOutcome",
     "LocalExecutor",
+    "batch_inputs",
     "infer_entries",
+    "infer_images",
     "read_tensor",
+    "run_batches",
     "run_inference",
     "write_dump",
 ]
@@ -72,6 +86,83 @@ def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
 # --------------------------------------------------------------------------- inference
 
 
+def batch_inputs(
+    input_name: str,
+    entries: Sequence[ManifestEntry],
+    batch: np.ndarray,
+    camera: CameraRule | None = None,
+    root: str | os.PathLike[str] | None = None,
+) -> dict[str, np.ndarray]:
+    """The runner's inputs for one batch: ``batch`` (``[B, C, H, W]``) as ``input_name``;
+    ``entries`` are the batch's rows. A camera-aware model (``camera`` given) also gets
+    ``camera``, int64 ``[B]``: ``camera.indices(entries)``, the entries' camids through the
+    rule (:mod:`reidctl.runners.cameras`; errors name the image under ``root``)."""
+    feeds = {input_name: batch}
+    if camera is not None:
+        feeds[CAMERA_INPUT] = camera.indices(entries, root)
+    return feeds
+
+
+def run_batches(
+    runner: Runner,
+    batches: Iterable[tuple[Sequence[ManifestEntry], np.ndarray]],
+    total: int,
+    *,
+    input_name: str | None = None,
+    progress: bool = False,
+    camera: CameraRule | None = None,
+    root: str | os.PathLike[str] | None = None,
+) -> tuple[list[ManifestEntry], dict[str, np.ndarray]]:
+    """Run ``(entries, tensors)`` batches through an active ``runner``, in order.
+
+    ``total`` is the most rows expected (the outputs are allocated once, then trimmed to
+    the rows run). ``input_name`` defaults to the model's image input. A camera-aware
+    model's ``camera`` input comes from the entries' camids through ``camera`` (default:
+    :func:`camera_rule` of the model's sidecar), see :func:`batch_inputs`. With
+    ``progress`` a tqdm bar (images/s) goes to stderr. Returns the entries run, in order,
+    and ``{output name: array}`` with row ``i`` belonging to entry ``i``.
+    """
+    image, camera_spec = split_inputs(runner.input_specs(), runner.model_file)
+    if input_name is None:
+        input_name = image.name
+    if camera_spec is None:
+        camera = None
+    elif camera is None:
+        camera = camera_rule(sidecar_or_none(Path(runner.model_file)), None)
+    results: dict[str, np.ndarray] = {}
+    done: list[ManifestEntry] = []
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(
+            total=total,
+            unit="img",
+            desc=f"infer ({runner.name})",
+            leave=False,
+            disable=bar_disable(progress),
+        )
+    try:
+        for entries, batch in batches:
+            out = runner.infer_rows(batch_inputs(input_name, entries, batch, camera, root))
+            if not results:
+                results = {
+                    k: np.empty((total, *v.shape[1:]), dtype=v.dtype) for k, v in out.items()
+                }
+            row = len(done)
+            for k, v in out.items():
+                results[k][row : row + len(entries)] = v
+            done.extend(entries)
+            if bar is not None:
+                bar.update(len(entries))
+    finally:
+        if bar is not None:
+            bar.close()
+    if len(done) < total:
+        results = {k: v[: len(done)] for k, v in results.items()}
+    return done, results
+
+
 def infer_entries(
     runner: Runner,
     prep: PrepSet,
@@ -79,78 +170,47 @@ def infer_entries(
     batch_size: int = 32,
     *,
     input_name: str | None = None,
-    camera: CameraRule | None = None,
     progress: bool = False,
+    camera: CameraRule | None = None,
 ) -> dict[str, np.ndarray]:
     """Run ``entries`` (rows of the preprocessed set ``prep``) through an active ``runner``.
 
     Reads ``batch_size`` tensors at a time on a background thread, one batch ahead of the
     runner, so file I/O overlaps inference. ``input_name`` defaults to the model's image
-    input. A camera-aware model's ``camera`` input gets ``camera.indices`` of each batch's
-    entries (:mod:`reidctl.runners.cameras`; default: :func:`camera_rule` of the model's
-    sidecar and ``prep``). With ``progress`` a tqdm bar (images/s) goes to stderr. Returns
-    ``{output name: array}`` with row ``i`` belonging to ``entries[i]``.
+    input. A camera-aware model gets ``camera`` (default: :func:`camera_rule` of its sidecar
+    and ``prep``'s ``meta.json``) applied to the entries' camids. With ``progress`` a tqdm
+    bar (images/s) goes to stderr. Returns ``{output name: array}`` with row ``i``
+    belonging to ``entries[i]``.
     """
     if batch_size < 1:
         raise InputError(f"batch size must be a positive integer, got {batch_size}")
-    image, camera_spec = split_inputs(runner.input_specs(), runner.model_file)
-    if input_name is None:
-        input_name = image.name
-    if camera_spec is None:
-        camera = None
-    elif camera is None:
+    if camera is None and any(s.name == CAMERA_INPUT for s in runner.input_specs()):
         camera = camera_rule(sidecar_or_none(Path(runner.model_file)), prep.meta)
     chunks = list(_chunks(entries, batch_size))
-    results: dict[str, np.ndarray] = {}
-    bar = None
-    if progress:
-        from tqdm import tqdm
 
-        bar = tqdm(total=len(entries), unit="img", desc=f"infer ({runner.name})", leave=False)
-    try:
+    def batches() -> Iterator[tuple[Sequence[ManifestEntry], np.ndarray]]:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="reidctl-read") as pool:
 
             def read(chunk: Sequence[ManifestEntry]) -> Any:
                 return pool.submit(prep.read_batch, [e.index for e in chunk])
 
             pending = read(chunks[0]) if chunks else None
-            row = 0
             for i, chunk in enumerate(chunks):
                 batch = pending.result()  # type: ignore[union-attr]
                 if i + 1 < len(chunks):
                     pending = read(chunks[i + 1])
-                out = runner.infer_rows(batch_feeds(input_name, batch, chunk, camera, prep.root))
-                if not results:
-                    results = {
-                        k: np.empty((len(entries), *v.shape[1:]), dtype=v.dtype)
-                        for k, v in out.items()
-                    }
-                for k, v in out.items():
-                    results[k][row : row + len(chunk)] = v
-                row += len(chunk)
-                if bar is not None:
-                    bar.update(len(chunk))
-    finally:
-        if bar is not None:
-            bar.close()
+                yield chunk, batch
+
+    _, results = run_batches(
+        runner,
+        batches(),
+        len(entries),
+        input_name=input_name,
+        progress=progress,
+        camera=camera,
+        root=prep.root,
+    )
     return results
-
-
-def batch_feeds(
-    input_name: str,
-    batch: np.ndarray,
-    entries: Sequence[ManifestEntry],
-    camera: CameraRule | None = None,
-    root: Path | None = None,
-) -> dict[str, np.ndarray]:
-    """The runner feeds of one batch: ``batch`` (``[b, C, H, W]``, row ``i`` the tensor of
-    ``entries[i]``) as ``input_name``, plus for a camera-aware model (``camera`` given) the
-    ``camera`` input, int64 ``[b]``, from the entries' camids (errors name the image under
-    ``root``)."""
-    feeds = {input_name: batch}
-    if camera is not None:
-        feeds[CAMERA_INPUT] = camera.indices(entries, root)
-    return feeds
 
 
 def single_input(runner: Runner) -> TensorSpec:
@@ -162,13 +222,16 @@ def single_input(runner: Runner) -> TensorSpec:
 def resolve_camera(
     specs: Sequence[TensorSpec],
     rule: CameraRule | None,
-    prep: PrepSet,
+    entries: Sequence[ManifestEntry],
+    root: str | os.PathLike[str] | None,
     model_file: str | os.PathLike[str],
+    meta: dict[str, Any] | None = None,
 ) -> CameraRule | None:
-    """The camera rule a model with inputs ``specs`` runs with over ``prep``: ``None``
-    without a ``camera`` input (then a ``--camera-offset`` rule is refused), else ``rule``
-    (default: :func:`camera_rule` of ``prep`` alone), checked on every entry first so that
-    an invalid camid fails before any inference (:class:`InputError` naming the image)."""
+    """The camera rule a model with inputs ``specs`` runs with over ``entries`` (images
+    under ``root``): ``None`` without a ``camera`` input (then a ``--camera-offset`` rule is
+    refused), else ``rule`` (default: :func:`camera_rule` of the set's ``meta`` alone),
+    checked on every entry first so that an invalid camid fails before any inference
+    (:class:`InputError` naming the image)."""
     if not any(s.name == CAMERA_INPUT for s in specs):
         if rule is not None and rule.source == "--camera-offset":
             raise InputError(
@@ -176,8 +239,8 @@ def resolve_camera(
                 f"{CAMERA_INPUT!r} input"
             )
         return None
-    rule = rule or camera_rule(None, prep.meta)
-    rule.indices(prep.entries, prep.root)
+    rule = rule or camera_rule(None, meta)
+    rule.indices(entries, root)
     return rule
 
 
@@ -253,16 +316,33 @@ def runner_class(model_file: Path, backend: str | None) -> type[Runner]:
     return cls
 
 
-def load_inference_inputs(
-    model_file: Path, prep_dir: Path, dump: str | None, batch_size: int
-) -> PrepSet:
-    """Check an inference request before any work: returns the preprocessed set."""
+def model_preprocess(sidecar: ModelSidecar | None, model: str | None = None) -> Any:
+    """The preprocessing a model expects: its sidecar's, else (torch without a sidecar) the
+    registered ``model``'s, else ``None`` (a foreign model: nothing to check against)."""
+    if sidecar is not None:
+        return sidecar.preprocess
+    if model:
+        from reidctl.models.registry import get_spec
+
+        return get_spec(model).preprocess
+    return None
+
+
+def check_request(model_file: Path, dump: str | None, batch_size: int) -> None:
+    """The checks of every inference request, before any work."""
     if dump is not None and dump not in DUMP_FORMATS:
         raise InputError(f"unknown dump format {dump!r}; valid: {', '.join(DUMP_FORMATS)}")
     if batch_size < 1:
         raise InputError(f"--bs must be a positive batch size, got {batch_size}")
     if not model_file.is_file():
         raise FormatError(f"model file not found: {model_file}")
+
+
+def load_inference_inputs(
+    model_file: Path, prep_dir: Path, dump: str | None, batch_size: int
+) -> PrepSet:
+    """Check an inference request before any work: returns the preprocessed set."""
+    check_request(model_file, dump, batch_size)
     prep = PrepSet.open(prep_dir)
     if not prep.entries:
         raise FormatError(f"{prep_dir / MANIFEST_NAME} lists no tensors")
@@ -275,18 +355,26 @@ def load_inference_inputs(
 @dataclass(frozen=True)
 class InferJob:
     """What an executor runs: ``runner_cls(model_file, **options)`` over every row of
-    ``prep``, ``batch_size`` rows per call; ``out_dir`` is the result directory to be."""
+    ``prep``, or, when ``source`` is set (``prep`` is then ``None``), over the images it
+    plans (decoded on the fly); ``batch_size`` rows per call; ``out_dir`` is the result
+    directory to be."""
 
     model_file: Path
     model_sha256: str
-    prep: PrepSet
+    prep: PrepSet | None
     out_dir: Path
     runner_cls: type[Runner]
     options: dict[str, Any]
     batch_size: int
     progress: bool = False
+    source: StreamPlan | None = None
     #: how manifest camids become a camera-aware model's ``camera`` input
     camera: CameraRule | None = None
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        """What the tensors look like (``meta.json`` or the stream's equivalent)."""
+        return self.source.meta if self.source is not None else self.prep.meta  # type: ignore[union-attr]
 
 
 @dataclass
@@ -303,6 +391,9 @@ class InferOutcome:
     wall_s: float
     engine: dict[str, Any] | None = None
     versions: dict[str, str] = field(default_factory=dict)
+    #: streaming runs: the rows of ``outputs`` (good images, renumbered) and the bad ones
+    entries: list[ManifestEntry] | None = None
+    bad: list[Any] = field(default_factory=list)
 
 
 class InferExecutor(Protocol):
@@ -328,11 +419,20 @@ class LocalExecutor:
         return options
 
     def run(self, job: InferJob) -> InferOutcome:
+        if job.source is not None:
+            return self._run_stream(job, job.source)
         t_start = time.perf_counter()
         with job.runner_cls(str(job.model_file), **job.options) as runner:
             spec = single_input(runner)
             check_input_matches(spec, job.prep.meta, str(job.model_file))
-            camera = resolve_camera(runner.input_specs(), job.camera, job.prep, job.model_file)
+            camera = resolve_camera(
+                runner.input_specs(),
+                job.camera,
+                job.prep.entries,
+                job.prep.root,
+                job.model_file,
+                job.prep.meta,
+            )
             setup_s = time.perf_counter() - t_start
             t0 = time.perf_counter()
             outputs = infer_entries(
@@ -341,8 +441,8 @@ class LocalExecutor:
                 job.prep.entries,
                 job.batch_size,
                 input_name=spec.name,
-                camera=camera,
                 progress=job.progress,
+                camera=camera,
             )
             wall_s = time.perf_counter() - t0
             return InferOutcome(
@@ -354,13 +454,50 @@ class LocalExecutor:
                 wall_s,
             )
 
+    def _run_stream(self, job: InferJob, plan: StreamPlan) -> InferOutcome:
+        from reidctl.runners.image_source import ImageStream
+
+        t_start = time.perf_counter()
+        # the decoders fork before the runner starts its threads
+        with (
+            ImageStream(plan, batch_size=job.batch_size, workers=plan.workers) as stream,
+            job.runner_cls(str(job.model_file), **job.options) as runner,
+        ):
+            spec = single_input(runner)
+            check_input_matches(spec, plan.meta, str(job.model_file))
+            camera = resolve_camera(
+                runner.input_specs(), job.camera, plan.entries, plan.root, job.model_file, plan.meta
+            )
+            setup_s = time.perf_counter() - t_start
+            t0 = time.perf_counter()
+            _, outputs = run_batches(
+                runner,
+                stream.batches(),
+                len(plan.entries),
+                input_name=spec.name,
+                progress=job.progress,
+                camera=camera,
+                root=plan.root,
+            )
+            wall_s = time.perf_counter() - t0
+            return InferOutcome(
+                outputs,
+                runner.device_name(),
+                list(runner.input_specs()),
+                list(runner.latencies_s),
+                setup_s,
+                wall_s,
+                entries=plan.kept(stream.bad),
+                bad=list(stream.bad),
+            )
+
 
 # --------------------------------------------------------------------------- inference
 
 
 def run_inference(
     model_file: str | os.PathLike[str],
-    prep_dir: str | os.PathLike[str],
+    prep_dir: str | os.PathLike[str] | None,
     out_dir: str | os.PathLike[str],
     backend: str | type[Runner] | None = None,
     batch_size: int = 32,
@@ -371,6 +508,8 @@ def run_inference(
     feature: str | None = None,
     progress: bool = False,
     executor: InferExecutor | None = None,
+    source: ImageSource | None = None,
+    allow_preprocess_mismatch: bool = False,
     camera_offset: int | None = None,
     **runner_options: Any,
 ) -> dict[str, Any]:
@@ -382,31 +521,70 @@ def run_inference(
     (``"bin"``/``"txt"``) also writes the vendor-tool layout ``dump/<stem>_<k>.<ext>``,
     ``k`` from ``index_base``. ``feature`` overrides the retrieval feature recorded in
     ``model.json``. ``executor`` runs the runners (default :class:`LocalExecutor`: one, in
-    this process). A camera-aware model's ``camera`` input is ``camid - offset`` per
-    manifest entry, ``offset`` being ``camera_offset`` or else the set's first camera
-    number (:func:`reidctl.runners.cameras.camera_rule`); a camid outside the model's
-    cameras raises :class:`InputError` naming the image before any inference.
+    this process). The set's preprocessing (``meta.json``) must match the model's facts
+    (sidecar, or the registered ``model`` option's), else :class:`PreprocessMismatchError`
+    unless ``allow_preprocess_mismatch`` (recorded in ``run.json`` as ``preprocess_check``).
+    A camera-aware model's ``camera`` input is ``camid - offset`` per manifest entry,
+    ``offset`` being ``camera_offset`` or else the set's first camera number
+    (:func:`reidctl.runners.cameras.camera_rule`); a camid outside the model's cameras
+    raises :class:`InputError` naming the image before any inference.
     ``runner_options`` go to the runner (``threads``, ``device``, ``fp16``,
     ``channels_last``, ``precision``, ``model``, ``weights``, ...); unset
     (``None``/``False``) ones are ignored.
+
+    ``source`` (an :class:`~reidctl.runners.image_source.ImageSource`, with ``prep_dir``
+    ``None``) reads images instead: decoded and preprocessed by worker processes exactly as
+    ``reidctl preprocess`` would, fed to the runner in batches, no tensor files. The result
+    directory is the one ``preprocess`` + ``infer`` writes; ``run.json`` records the images
+    (``images``: layout, root, splits, settings, bad files) instead of ``prep_dir``.
+    Unreadable images raise :class:`BadDataError` listing them (nothing is written) unless
+    the source's ``skip_bad``.
 
     The result directory is assembled under a temporary name beside ``out_dir`` and renamed
     into place at the end, with ``run.json`` written last; an existing non-empty ``out_dir``
     is refused without ``force``. Returns the ``run.json`` dictionary.
     """
-    model_file, prep_dir, out_dir = Path(model_file), Path(prep_dir), Path(out_dir)
+    model_file, out_dir = Path(model_file), Path(out_dir)
     executor = executor or LocalExecutor()
-    prep = load_inference_inputs(model_file, prep_dir, dump, batch_size)
+    prep: PrepSet | None = None
+    plan: StreamPlan | None = None
+    if source is not None:
+        if prep_dir is not None:
+            raise InputError("give either a preprocessed set or images (--images), not both")
+        check_request(model_file, dump, batch_size)
+        plan = source.plan(model_file)
+        meta = plan.meta
+    else:
+        if prep_dir is None:
+            raise InputError("give a preprocessed set (PREP_DIR) or images (--images ROOT)")
+        prep = load_inference_inputs(model_file, Path(prep_dir), dump, batch_size)
+        meta = prep.meta
+    fit: dict[str, Any] | None = None
+    sidecar = sidecar_or_none(model_file)
+    camera = camera_rule(sidecar, meta, camera_offset)
+    if sidecar is not None:  # fail before any runner starts
+        planned = plan.entries if plan is not None else prep.entries  # type: ignore[union-attr]
+        root = plan.root if plan is not None else prep.root  # type: ignore[union-attr]
+        camera = resolve_camera(sidecar.inputs, camera, planned, root, model_file, meta)
+    if prep is not None:
+        images = [] if sidecar is None else [s for s in sidecar.inputs if s.name != CAMERA_INPUT]
+        if len(images) == 1:
+            # shape and dtype first (the runner checks them again against the loaded model)
+            check_input_matches(images[0], prep.meta, str(model_file))
+        fit = check_prep_fits_model(
+            prep,
+            model_file,
+            model_preprocess(sidecar, runner_options.get("model")),
+            allow_mismatch=allow_preprocess_mismatch,
+        )
+        if "note" in fit:
+            warnings.warn(fit["note"], stacklevel=2)
     executor.prepare_output(out_dir, force)
     if isinstance(backend, type) and issubclass(backend, Runner):
         cls = backend
     else:
         cls = runner_class(model_file, backend)
     options = executor.runner_options(cls, check_options(cls, runner_options))
-    sidecar = sidecar_or_none(model_file)
-    camera = camera_rule(sidecar, prep.meta, camera_offset)
-    if sidecar is not None:  # fail before any runner starts
-        camera = resolve_camera(sidecar.inputs, camera, prep, model_file)
     job = InferJob(
         model_file,
         sha256_file(model_file),
@@ -416,16 +594,29 @@ def run_inference(
         options,
         batch_size,
         progress,
-        camera,
+        source=plan,
+        camera=camera,
     )
     done = executor.run(job)
     takes_camera = any(s.name == CAMERA_INPUT for s in done.inputs)
+    if plan is not None:
+        if done.bad and not plan.skip_bad:
+            from reidctl.runners.image_source import bad_images_error
+
+            raise bad_images_error(done.bad, len(plan.entries), plan.root)
+        entries = list(done.entries or [])
+        if not entries:
+            raise BadDataError(
+                f"none of the {len(plan.entries)} images under {plan.root} could be read"
+            )
+    else:
+        entries = list(prep.entries)  # type: ignore[union-attr]
     check_output_names(list(done.outputs))
     facts = sidecar or derive_facts(
         model_file,
         done.inputs,
         output_specs(done.outputs),
-        prep.meta.get("preprocess"),
+        meta.get("preprocess"),
         options.get("model"),
     )
     facts = facts.with_feature(feature)
@@ -435,9 +626,9 @@ def run_inference(
         options=options,
         model_file=str(model_file.resolve()),
         model_sha256=job.model_sha256,
-        prep_dir=str(prep_dir.resolve()),
+        prep_dir=None if prep_dir is None else str(Path(prep_dir).resolve()),
         batch_size=batch_size,
-        num_images=len(prep.entries),
+        num_images=len(entries),
         wall_s=done.wall_s,
         setup_s=done.setup_s,
         latencies_s=done.latencies_s,
@@ -451,14 +642,53 @@ def run_inference(
             **cls.versions(),
         },
         engine=done.engine,
+        images=None if plan is None else plan.record(done.bad),
+        preprocess_check=fit,
         camera=camera.to_dict() if takes_camera and camera is not None else None,
     )
-    return write_results(out_dir, prep, done.outputs, facts, run, dump, index_base).run
+    return write_results(out_dir, entries, done.outputs, facts, run, dump, index_base).run
+
+
+def infer_images(
+    model_file: str | os.PathLike[str],
+    layout: str,
+    root: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    *,
+    splits: str | Sequence[str] = ("query", "gallery"),
+    spec: Any = None,
+    dtype: str | None = None,
+    flip: bool = False,
+    decoders: int | None = None,
+    skip_bad: bool = False,
+    **kwargs: Any,
+) -> dict[str, Any]:
+    """:func:`run_inference` straight from the images of ``layout`` under ``root``.
+
+    ``spec`` / ``dtype`` / ``flip`` are the preprocessing (default: the model's facts, as
+    ``reidctl preprocess --model-config MODEL`` would); ``decoders`` worker processes decode
+    (default: every core); ``skip_bad`` leaves unreadable images out. The other keywords
+    are :func:`run_inference`'s. Returns the ``run.json`` dictionary.
+    """
+    from reidctl.runners.image_source import ImageSource
+
+    source = ImageSource(
+        layout,
+        root,
+        splits,
+        spec,
+        dtype,
+        flip,
+        decoders,
+        skip_bad,
+        model=kwargs.get("model"),
+    )
+    return run_inference(model_file, None, out_dir, source=source, **kwargs)
 
 
 def write_results(
     out_dir: Path,
-    prep: PrepSet,
+    entries: Sequence[ManifestEntry],
     outputs: dict[str, np.ndarray],
     facts: ModelSidecar,
     run: RunRecord,
@@ -469,6 +699,6 @@ def write_results(
 
     def add_dump(stage: Path) -> None:
         if dump is not None:
-            write_dump(stage / DUMP_DIR, prep.entries, outputs, dump, index_base)
+            write_dump(stage / DUMP_DIR, entries, outputs, dump, index_base)
 
-    return ResultDir.write(out_dir, prep.entries, outputs, facts, run, add_dump)
+    return ResultDir.write(out_dir, entries, outputs, facts, run, add_dump)

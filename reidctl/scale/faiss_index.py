@@ -45,6 +45,7 @@ from reidctl.artifacts import (
 )
 from reidctl.errors import FormatError, InputError, ShapeMismatchError, UnknownNameError
 from reidctl.io import atomic_path, refuse_existing, sha256_file, write_json_atomic
+from reidctl.progress import bar_disable
 from reidctl.scale._optional import import_faiss
 
 INDEX_FORMAT = "reidctl.index/1"
@@ -226,7 +227,7 @@ def _add_in_chunks(index: Any, x: np.ndarray, progress: bool, chunk: int = 65536
     from tqdm import tqdm
 
     with tqdm(
-        total=x.shape[0], desc="index add", unit="row", disable=not progress, leave=False
+        total=x.shape[0], desc="index add", unit="row", disable=bar_disable(progress), leave=False
     ) as bar:
         for s in range(0, x.shape[0], chunk):
             block = x[s : s + chunk]
@@ -249,13 +250,21 @@ def search(
     Returns ``(distances, indices)``, both ``[Q, k']`` with ``k' = min(k, index.ntotal)``:
     float32 similarities (ip, descending) or squared L2 distances (l2, ascending), and int64
     row ids (``-1`` where an approximate index found fewer than ``k'`` rows). ``nprobe``
-    (ivf, ivfpq) and ``ef_search`` (hnsw) override the index's own settings for this call.
+    (ivf, ivfpq) and ``ef_search`` (hnsw) override the index's own settings for this call;
+    both must be at least 1 and fit the index kind (:class:`InputError` otherwise).
     """
     from tqdm import tqdm
 
     faiss = import_faiss()
     if k < 1:
         raise InputError(f"-k must be at least 1, got {k}")
+    for name, value in (("--nprobe", nprobe), ("--ef-search", ef_search)):
+        if value is not None and value < 1:
+            raise InputError(f"{name} must be at least 1, got {value}")
+    if nprobe is not None and not _is_ivf(faiss, index):
+        raise InputError("--nprobe applies to ivf and ivfpq indexes only; this index is not one")
+    if ef_search is not None and not isinstance(index, faiss.IndexHNSW):
+        raise InputError("--ef-search applies to hnsw indexes only; this index is not one")
     q = _as_matrix(queries, "query features")
     if q.shape[1] != index.d:
         raise ShapeMismatchError(
@@ -263,15 +272,15 @@ def search(
         )
     k = min(k, int(index.ntotal))
     params = None
-    if nprobe is not None and _is_ivf(faiss, index):
+    if nprobe is not None:
         params = faiss.SearchParametersIVF(nprobe=int(nprobe))
-    elif ef_search is not None and isinstance(index, faiss.IndexHNSW):
+    elif ef_search is not None:
         params = faiss.SearchParametersHNSW(efSearch=int(ef_search))
     if k == 0:
         return np.zeros((q.shape[0], 0), np.float32), np.zeros((q.shape[0], 0), np.int64)
     dist = np.empty((q.shape[0], k), np.float32)
     ids = np.empty((q.shape[0], k), np.int64)
-    with tqdm(total=q.shape[0], desc="search", unit="query", disable=not progress) as bar:
+    with tqdm(total=q.shape[0], desc="search", unit="query", disable=bar_disable(progress)) as bar:
         for s in range(0, q.shape[0], chunk):
             block = q[s : s + chunk]
             dist[s : s + chunk], ids[s : s + chunk] = index.search(block, k, params=params)
@@ -383,7 +392,8 @@ def load_result_features(
 
     ``feature`` defaults to ``model.json``'s ``feature``; ``normalize`` (L2, per row)
     defaults to ``model.json``'s ``l2_normalize``. Raises :class:`FormatError` for an
-    incomplete directory (no ``run.json``), a missing feature file or a row-count mismatch.
+    incomplete directory (no ``run.json``), a missing feature file or a row-count mismatch,
+    :class:`BadDataError` (exit code 1) when a chosen row holds NaN or inf.
     """
     rd = ResultDir.open(results_dir)
     entries = rd.manifest
@@ -400,6 +410,7 @@ def load_result_features(
         )
     rows = np.array([e.index for e in chosen], dtype=np.int64)
     x = np.asarray(arr[rows], dtype=np.float32).reshape(len(chosen), -1)
+    _check_finite_rows(x, f"{rd.path / rd.features_file(name)} ({split} rows)", chosen)
     do_norm = rd.model.l2_normalize if normalize is None else normalize
     if do_norm:
         x = l2_normalize(x)
@@ -413,6 +424,22 @@ def load_result_features(
         features_file=rd.features_file(name),
         model=rd.model,
     )
+
+
+def _check_finite_rows(
+    x: np.ndarray, what: str, entries: list[ManifestEntry], chunk: int = 65536
+) -> None:
+    """:class:`BadDataError` naming the rows of ``x`` ``[N, d]`` that hold NaN or inf
+    (checked ``chunk`` rows at a time, so a large gallery needs no ``N x d`` mask)."""
+    from reidctl.evaluate.distance import check_finite
+
+    bad = np.concatenate(
+        [~np.isfinite(x[s : s + chunk]).all(axis=1) for s in range(0, len(x), chunk)]
+        or [np.zeros(0, bool)]
+    )
+    if bad.any():
+        rows = np.flatnonzero(bad)
+        check_finite(x[rows], what, [entries[i].stem for i in rows])
 
 
 # --------------------------------------------------------------------------- saved index

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
+from reidctl.artifacts import ResultDir
 from reidctl.errors import FormatError
 from reidctl.scale.faiss_index import (
     exact_search,
@@ -42,13 +44,17 @@ def eval_with_index(
     kind, metric, k, the note that mAP only counts positives within k and, with
     ``exact_check``, ``recall_at_k`` of the index against exact search over the same
     gallery features and the metrics of the exact top-k lists (``exact``). The exact check
-    re-reads the gallery features the index was built from and refuses them if their
-    sha256 changed since.
+    re-reads the gallery features the index was built from.
+
+    The index must have been built over the gallery of ``results_dir`` itself: the gallery
+    labels come from the index's sidecar, so an index of another result directory, or one
+    whose features changed since, raises :class:`FormatError` (exit code 2) before any search.
     """
     from reidctl.evaluate import evaluate_topk
     from reidctl.evaluate.results import Metrics
 
     gi = load_gallery_index(index_path)
+    _check_same_gallery(results_dir, index_path, gi.sidecar)
     topk = search_gallery_index(
         gi, results_dir, k, nprobe=nprobe, ef_search=ef_search, progress=progress
     )
@@ -64,12 +70,8 @@ def eval_with_index(
         "note": TOPK_NOTE,
     }
     if exact_check:
-        gal = load_result_features(s["results_dir"], s["split"], s["feature"], s["normalized"])
-        if gal.features_sha256 != s["features_sha256"]:
-            raise FormatError(
-                f"the gallery features in {s['results_dir']} changed since {index_path} was "
-                "built (sha256 differs); rebuild the index with `reidctl index build`"
-            )
+        # RESULTS holds the very features the index was built from (checked above).
+        gal = load_result_features(results_dir, s["split"], s["feature"], s["normalized"])
         queries = load_result_features(results_dir, "query", s["feature"], s["normalized"])
         _, exact_ids = exact_search(gal.features, queries.features, info["k"], s["metric"])
         info["recall_at_k"] = recall_at_k(topk.indices, exact_ids, info["k"])
@@ -88,3 +90,31 @@ def eval_with_index(
     out = Metrics.from_rank(result, len(topk.gallery_index), settings).to_dict()
     out["index"] = info
     return out
+
+
+def _check_same_gallery(
+    results_dir: str | os.PathLike[str], index_path: str | os.PathLike[str], sidecar: dict[str, Any]
+) -> None:
+    """Refuse an index that was not built over ``results_dir``'s current gallery features."""
+    rd = ResultDir.open(results_dir)
+    feature = sidecar["feature"]
+    if feature not in rd.outputs:
+        raise FormatError(
+            f"{index_path} indexes feature {feature!r}, which {results_dir} does not hold "
+            f"(outputs: {', '.join(rd.outputs)}); build the index over {results_dir} with "
+            "`reidctl index build`"
+        )
+    here = Path(results_dir).resolve()
+    built = Path(sidecar["results_dir"])
+    if rd.features_sha256(feature) == sidecar["features_sha256"]:
+        return
+    if built == here:
+        raise FormatError(
+            f"the gallery features in {here} changed since {index_path} was built (sha256 "
+            "differs); rebuild the index with `reidctl index build`"
+        )
+    raise FormatError(
+        f"{index_path} was built over the gallery of {built}, not of {here} (the features "
+        f"differ); build an index over {results_dir} with `reidctl index build {results_dir} "
+        "-o FILE`"
+    )

@@ -30,6 +30,8 @@ Ray itself is imported inside the functions (``pip install 'reidctl[ray]'``).
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -53,6 +55,7 @@ from reidctl.artifacts import (
 )
 from reidctl.errors import BadDataError, InputError, OutputExistsError, ReidctlError
 from reidctl.io import sha256_file, write_json_atomic
+from reidctl.progress import bar_disable
 from reidctl.scale._optional import import_ray
 
 # The preprocess defaults, without importing the preprocess stage (OpenCV) at import time.
@@ -88,12 +91,126 @@ class RayConnection:
         self.close()
 
 
+DEFAULT_CONNECT_TIMEOUT_S = 30.0
+
+# What a cluster with token authentication (the default of `ray start --head` where a token
+# exists, and of every local `ray.init`) needs from a process that joins it.
+TOKEN_NEEDS = (
+    "this process needs RAY_AUTH_MODE=token and the cluster's token (print it on the head "
+    "node with `ray get-auth-token`; pass it as RAY_AUTH_TOKEN=..., or in a file named by "
+    "RAY_AUTH_TOKEN_PATH, or in ~/.ray/auth_token)"
+)
+AUTH_HINT = (
+    f"if the cluster uses token authentication, {TOKEN_NEEDS}; on a trusted network the "
+    "cluster may instead be started with RAY_AUTH_MODE=disabled (see docs/scale.md)"
+)
+
+
+def parse_address(address: str) -> tuple[str, int] | None:
+    """``HOST:PORT`` (or ``ray://HOST:PORT``, ``[IPv6]:PORT``) -> ``(host, port)``;
+    ``None`` for ``auto`` (Ray finds the cluster itself). :class:`InputError` otherwise."""
+    if address == "auto":
+        return None
+    rest = address.split("://", 1)[1] if "://" in address else address
+    host, sep, port = rest.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise InputError(f"--address {address!r} is not HOST:PORT (e.g. 10.0.0.5:6379) or `auto`")
+    return host, int(port)
+
+
+def probe_address(address: str, timeout: float) -> None:
+    """Open (and close) a TCP connection to ``address``'s port within ``timeout`` seconds.
+
+    :class:`InputError` naming the address when nothing answers there, so that a wrong
+    address fails at once instead of inside Ray's own retry loop.
+    """
+    import socket
+
+    hostport = parse_address(address)
+    if hostport is None:
+        return
+    try:
+        with socket.create_connection(hostport, timeout=timeout):
+            pass
+    except OSError as e:
+        why = (
+            f"no answer within {timeout:g} s (--connect-timeout)"
+            if isinstance(e, TimeoutError)
+            else (e.strerror or str(e)).lower()
+        )
+        raise InputError(
+            f"cannot reach the Ray cluster at {address!r}: {why}; check that `ray start "
+            "--head` runs there and that its port is open"
+        ) from None
+
+
+def _check_gcs(ray: Any, address: str) -> None:
+    """Ask the GCS at ``address`` for its cluster id: a refused authentication token raises
+    at once here, where ``ray.init`` would retry it forever. Skipped for ``auto`` and
+    ``ray://`` addresses, and where this Ray has no such client."""
+    if address == "auto" or "://" in address:
+        return
+    client = getattr(getattr(ray, "_raylet", None), "GcsClient", None)
+    if client is not None:
+        client(address=address)
+
+
+class _DropMessage(logging.Filter):
+    def __init__(self, prefix: str) -> None:
+        super().__init__()
+        self.prefix = prefix
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.prefix)
+
+
+def _init_within(ray: Any, timeout: float, **kwargs: Any) -> None:
+    """``ray.init(**kwargs)``, given up after ``timeout`` seconds.
+
+    Ray runs in a helper thread, so the waiting main thread still handles signals
+    (SIGTERM, Ctrl-C) at once; a call that does not return in time raises
+    :class:`InputError` (the stuck thread is a daemon and ends with the process).
+    """
+    import threading
+
+    outcome: dict[str, BaseException | None] = {}
+
+    def target() -> None:
+        try:
+            _check_gcs(ray, kwargs["address"])
+            ray.init(**kwargs)
+            outcome["error"] = None
+        except BaseException as e:  # handed to the caller's thread
+            outcome["error"] = e
+
+    # Ray sets its SIGTERM handler only from the main thread and warns otherwise; the
+    # command line has its own handler, so that warning is noise here.
+    ray_log = logging.getLogger("ray._private.worker")
+    quiet = _DropMessage("SIGTERM handler is not set")
+    ray_log.addFilter(quiet)
+    t = threading.Thread(target=target, name="reidctl-ray-init", daemon=True)
+    try:
+        t.start()
+        t.join(timeout)
+    finally:
+        ray_log.removeFilter(quiet)
+    if "error" not in outcome:
+        raise InputError(
+            f"the Ray cluster at {kwargs.get('address')!r} did not answer within {timeout:g} s "
+            f"(--connect-timeout): is it a Ray head node's GCS port? {AUTH_HINT}"
+        )
+    if outcome["error"] is not None:
+        raise outcome["error"]
+
+
 def connect(
     address: str | None = None,
     *,
     num_cpus: int | None = None,
     num_gpus: int | None = None,
     object_store_memory: int | None = None,
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT_S,
 ) -> RayConnection:
     """Connect to Ray: reuse this process's connection, join ``address``, or start locally.
 
@@ -102,10 +219,18 @@ def connect(
     dashboard; ``"auto"`` joins the cluster this machine belongs to (``ray start`` run
     here); ``"HOST:PORT"`` joins that head node's GCS. An existing connection
     (``ray.init`` called by the caller) is used as is.
+
+    Joining is bounded by ``connect_timeout`` seconds: the address's TCP port is probed
+    first, then ``ray.init`` must return within the same time. Every failure (nothing
+    listening, no answer, a refused authentication token) raises :class:`InputError`
+    naming the address, before anything is written.
     """
     ray = import_ray()
+    if not connect_timeout > 0:
+        raise InputError(f"--connect-timeout must be positive, got {connect_timeout}")
     if ray.is_initialized():
         return RayConnection(False, address)
+    where = "a local Ray instance" if address is None else f"the Ray cluster at {address!r}"
     try:
         if address is None:
             ray.init(
@@ -117,14 +242,33 @@ def connect(
                 _node_ip_address="127.0.0.1",
             )
         else:
-            ray.init(address=address, logging_level=logging.WARNING)
-    except (ConnectionError, RuntimeError, ValueError) as e:
-        where = "a local Ray instance" if address is None else f"the Ray cluster at {address!r}"
-        raise InputError(
-            f"cannot connect to {where}: {str(e).splitlines()[0] if str(e) else e}; start the "
-            "head with `ray start --head` and pass its address (HOST:PORT) or `auto`"
-        ) from e
+            probe_address(address, connect_timeout)
+            _init_within(ray, connect_timeout, address=address, logging_level=logging.WARNING)
+    except ReidctlError:
+        raise
+    except Exception as e:
+        if _is_auth_error(ray, e):
+            raise InputError(
+                f"cannot connect to {where}: it refused this process's authentication token "
+                f"(InvalidAuthToken): the cluster uses token authentication; {TOKEN_NEEDS}; see "
+                "docs/scale.md"
+            ) from None
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        hint = (
+            "start the head with `ray start --head` and pass its address (HOST:PORT) or `auto`"
+            if address in (None, "auto")
+            else f"check that `ray start --head` runs there; {AUTH_HINT}"
+        )
+        raise InputError(f"cannot connect to {where}: {first}; {hint}") from None
     return RayConnection(address is None, address)
+
+
+def _is_auth_error(ray: Any, err: BaseException) -> bool:
+    auth_error = getattr(ray.exceptions, "AuthenticationError", None)
+    if auth_error is not None and isinstance(err, auth_error):
+        return True
+    text = f"{type(err).__name__} {err}".lower()
+    return "auth" in text and "token" in text
 
 
 def _unwrap(ray: Any, err: Exception, what: str) -> Exception:
@@ -145,7 +289,12 @@ def _bar(total: int, desc: str, progress: bool, initial: int = 0) -> Any:
     from tqdm import tqdm
 
     return tqdm(
-        total=total, initial=initial, unit="img", desc=desc, file=sys.stderr, disable=not progress
+        total=total,
+        initial=initial,
+        unit="img",
+        desc=desc,
+        file=sys.stderr,
+        disable=bar_disable(progress),
     )
 
 
@@ -184,11 +333,15 @@ class RayPrepExecutor:
         address: str | None = None,
         shard_size: int = DEFAULT_PREP_SHARD,
         max_retries: int = 3,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT_S,
     ) -> None:
         if shard_size < 1 or max_retries < 0:
             raise InputError("shard_size must be >= 1 and max_retries >= 0")
+        if not connect_timeout > 0:
+            raise InputError(f"--connect-timeout must be positive, got {connect_timeout}")
         import_ray()
         self.address, self.shard_size, self.max_retries = address, shard_size, max_retries
+        self.connect_timeout = connect_timeout
 
     def write_tensors(
         self,
@@ -204,22 +357,25 @@ class RayPrepExecutor:
 
         ray = import_ray()
         shards = _shard_ranges(len(entries), self.shard_size)
-        if not resume:
-            shutil.rmtree(out / SHARDS_DIR, ignore_errors=True)
-        (out / SHARDS_DIR).mkdir(exist_ok=True)
-        total = ShardResult()
-        todo = []
-        for i, (a, b) in enumerate(shards):
-            done = _read_prep_marker(_prep_marker(out, i), entries[a:b]) if resume else None
-            if done is None:
-                todo.append(i)
-            else:
-                total.skipped += b - a
-                total.bad.extend(done)
-        with connect(self.address):
+        with connect(self.address, connect_timeout=self.connect_timeout):
+            # Connected first: a cluster that cannot be reached leaves nothing behind.
+            if not resume:
+                shutil.rmtree(out / SHARDS_DIR, ignore_errors=True)
+            (out / SHARDS_DIR).mkdir(exist_ok=True)
+            total = ShardResult()
+            todo = []
+            for i, (a, b) in enumerate(shards):
+                done = _read_prep_marker(_prep_marker(out, i), entries[a:b]) if resume else None
+                if done is None:
+                    todo.append(i)
+                else:
+                    total.skipped += b - a
+                    total.bad.extend(done)
             task = ray.remote(num_cpus=1, max_retries=self.max_retries)(_prep_shard)
             refs = {
-                task.remote(list(entries[a:b]), str(root), str(out), settings, resume): i
+                task.remote(
+                    list(entries[a:b]), str(root.resolve()), str(out.resolve()), settings, resume
+                ): i
                 for i in todo
                 for a, b in [shards[i]]
             }
@@ -278,6 +434,8 @@ def preprocess_ray(
     force: bool = False,
     skip_bad: bool = False,
     progress: bool = False,
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT_S,
+    max_pixels: int | None = None,
 ) -> Any:
     """:func:`reidctl.preprocess.preprocess_dataset` with Ray tasks doing the tensors
     (:class:`RayPrepExecutor`).
@@ -287,21 +445,30 @@ def preprocess_ray(
     """
     from reidctl.preprocess.engine import preprocess_dataset
 
-    return preprocess_dataset(
-        layout,
-        root,
-        out_dir,
-        spec=spec,
-        splits=splits,
-        dtype=dtype,
-        flip=flip,
-        relative_info=relative_info,
-        resume=resume,
-        force=force,
-        skip_bad=skip_bad,
-        progress=progress,
-        executor=RayPrepExecutor(address, shard_size, max_retries),
+    # Join a remote cluster before the output directory is touched: an unreachable address
+    # leaves nothing behind. (A local Ray starts in write_tensors, after the input checks.)
+    joined = (
+        connect(address, connect_timeout=connect_timeout)
+        if address is not None
+        else contextlib.nullcontext()
     )
+    with joined:
+        return preprocess_dataset(
+            layout,
+            root,
+            out_dir,
+            spec=spec,
+            splits=splits,
+            dtype=dtype,
+            flip=flip,
+            relative_info=relative_info,
+            resume=resume,
+            force=force,
+            skip_bad=skip_bad,
+            progress=progress,
+            executor=RayPrepExecutor(address, shard_size, max_retries, connect_timeout),
+            **({} if max_pixels is None else {"max_pixels": max_pixels}),
+        )
 
 
 def _read_prep_marker(path: Path, shard: Sequence[ManifestEntry]) -> list[Any] | None:
@@ -327,6 +494,10 @@ def _read_prep_marker(path: Path, shard: Sequence[ManifestEntry]) -> list[Any] |
 class InferWorker:
     """Ray actor body: one runner, activated once, running shards of the manifest.
 
+    ``data`` is the preprocessed set's directory, or a
+    :class:`~reidctl.runners.image_source.StreamPlan` whose images the actor decodes itself
+    (a decoding thread one chunk ahead of the runner).
+
     A :class:`ReidctlError` while loading the model (missing back end, wrong input shape)
     is kept and raised by every call, so the driver reports it instead of restarting the
     actor again and again.
@@ -335,7 +506,7 @@ class InferWorker:
     def __init__(
         self,
         model_file: str,
-        prep_dir: str,
+        data: Any,
         runner_cls: Any,
         options: dict[str, Any],
         batch_size: int,
@@ -347,12 +518,22 @@ class InferWorker:
         self.camera = None
         self.error: ReidctlError | None = None
         self.runner = None
+        self.prep: PrepSet | None = None
+        self.plan = None
         try:
-            self.prep = PrepSet.open(prep_dir)
+            if isinstance(data, str):
+                self.prep = PrepSet.open(data)
+                meta = self.prep.meta
+            else:
+                self.plan = data
+                meta = data.meta
             self.runner = runner_cls(model_file, **options).activate()
             self.input = single_input(self.runner)
-            check_input_matches(self.input, self.prep.meta, model_file)
-            self.camera = resolve_camera(self.runner.input_specs(), camera, self.prep, model_file)
+            check_input_matches(self.input, meta, model_file)
+            source = self.prep if self.prep is not None else self.plan
+            self.camera = resolve_camera(
+                self.runner.input_specs(), camera, source.entries, source.root, model_file, meta
+            )
         except ReidctlError as e:
             self.error = e
 
@@ -369,22 +550,43 @@ class InferWorker:
             "inputs": [s.to_dict() for s in self.runner.input_specs()],
         }
 
-    def run_shard(self, start: int, stop: int) -> tuple[dict[str, np.ndarray], list[float]]:
-        """Outputs of manifest rows ``start:stop`` and the per-call latencies (s)."""
-        from reidctl.runners.infer import infer_entries
+    def run_shard(
+        self, start: int, stop: int
+    ) -> tuple[dict[str, np.ndarray], list[float], list[Any]]:
+        """Outputs of rows ``start:stop`` (of the manifest, or of the planned images: then
+        of the good ones among them), the per-call latencies (s) and the bad images."""
+        from reidctl.runners.image_source import ImageStream
+        from reidctl.runners.infer import infer_entries, run_batches
 
         if self.error is not None:
             raise self.error
         before = len(self.runner.latencies_s)
-        out = infer_entries(
-            self.runner,
-            self.prep,
-            self.prep.entries[start:stop],
-            self.batch_size,
-            input_name=self.input.name,
-            camera=self.camera,
-        )
-        return out, list(self.runner.latencies_s[before:])
+        bad: list[Any] = []
+        if self.plan is not None:
+            part = self.plan.entries[start:stop]
+            with ImageStream(
+                self.plan, part, self.batch_size, workers=1, processes=False
+            ) as stream:
+                _, out = run_batches(
+                    self.runner,
+                    stream.batches(),
+                    len(part),
+                    input_name=self.input.name,
+                    camera=self.camera,
+                    root=self.plan.root,
+                )
+                bad = list(stream.bad)
+        else:
+            assert self.prep is not None
+            out = infer_entries(
+                self.runner,
+                self.prep,
+                self.prep.entries[start:stop],
+                self.batch_size,
+                input_name=self.input.name,
+                camera=self.camera,
+            )
+        return out, list(self.runner.latencies_s[before:]), bad
 
 
 def _prepare_results_dir(out_dir: Path, resume: bool, force: bool) -> None:
@@ -414,17 +616,29 @@ def _prepare_results_dir(out_dir: Path, resume: bool, force: bool) -> None:
     shutil.rmtree(out_dir / SHARDS_DIR, ignore_errors=True)
 
 
+def _remove_if_empty(path: Path) -> None:
+    """Remove the directory ``path`` if it exists and holds nothing."""
+    with contextlib.suppress(OSError):
+        if path.is_dir() and not any(path.iterdir()):
+            path.rmdir()
+
+
 def _shard_path(out_dir: Path, i: int) -> Path:
     return out_dir / SHARDS_DIR / f"infer-{i:06d}.npz"
 
 
-def _load_shard(path: Path, key: str) -> dict[str, np.ndarray] | None:
-    """A persisted shard's outputs if its key (model, options, range) matches, else None."""
+def _load_shard(path: Path, key: str) -> tuple[dict[str, np.ndarray], list[Any]] | None:
+    """A persisted shard's outputs and bad images if its key (model, options, range)
+    matches, else None."""
+    from reidctl.preprocess.engine import BadFile
+
     try:
         with np.load(path, allow_pickle=False) as z:
             if str(z["__key__"]) != key:
                 return None
-            return {k: z[k] for k in z.files if k != "__key__"}
+            bad = json.loads(str(z["__bad__"])) if "__bad__" in z.files else []
+            out = {k: z[k] for k in z.files if k not in ("__key__", "__bad__")}
+            return out, [BadFile(b["source"], b["reason"]) for b in bad]
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
         return None
 
@@ -452,11 +666,15 @@ class RayExecutor:
         shard_size: int | None = None,
         max_retries: int = 3,
         resume: bool = False,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT_S,
     ) -> None:
         if (workers is not None and workers < 1) or cpus_per_worker <= 0 or gpus_per_worker < 0:
             raise InputError("--workers must be >= 1, cpus per worker > 0, --gpus-per-worker >= 0")
         if max_retries < 0:
             raise InputError(f"max_retries must be >= 0, got {max_retries}")
+        if not connect_timeout > 0:
+            raise InputError(f"--connect-timeout must be positive, got {connect_timeout}")
+        self.connect_timeout = connect_timeout
         self.address, self.workers = address, workers
         self.cpus_per_worker, self.gpus_per_worker = cpus_per_worker, gpus_per_worker
         self.shard_size, self.max_retries, self.resume = shard_size, max_retries, resume
@@ -473,7 +691,9 @@ class RayExecutor:
         from reidctl.runners.infer import InferOutcome
         from reidctl.specs import TensorSpec
 
-        out_dir, entries, batch_size = job.out_dir, job.prep.entries, job.batch_size
+        out_dir, batch_size = job.out_dir, job.batch_size
+        plan = job.source
+        entries = plan.entries if plan is not None else job.prep.entries
         size = self.shard_size or DEFAULT_INFER_SHARD_BATCHES * batch_size
         size = -(-size // batch_size) * batch_size  # whole batches: same batches as one process
         shards = _shard_ranges(len(entries), size)
@@ -482,70 +702,93 @@ class RayExecutor:
             "backend": job.runner_cls.name,
             "options": {k: str(v) for k, v in sorted(job.options.items())},
             "batch_size": batch_size,
-            "manifest_sha256": sha256_file(job.prep.path / MANIFEST_NAME),
         }
+        if plan is None:
+            key_base["manifest_sha256"] = sha256_file(job.prep.path / MANIFEST_NAME)
+        else:  # the images, their names and the preprocessing
+            key_base["images"] = hashlib.sha256(
+                json.dumps(
+                    {"plan": [e.to_dict() for e in entries], "meta": plan.meta},
+                    sort_keys=True,
+                ).encode()
+            ).hexdigest()
         if getattr(job, "camera", None) is not None:
             key_base["camera_offset"] = job.camera.offset
         keys = [json.dumps({**key_base, "rows": [a, b]}, sort_keys=True) for a, b in shards]
         results: dict[int, dict[str, np.ndarray]] = {}
+        bad: dict[int, list[Any]] = {}
         if self.resume:
             for i in range(len(shards)):
                 loaded = _load_shard(_shard_path(out_dir, i), keys[i])
                 if loaded is not None:
-                    results[i] = loaded
-        (out_dir / SHARDS_DIR).mkdir(parents=True, exist_ok=True)
+                    results[i], bad[i] = loaded
         todo = [i for i in range(len(shards)) if i not in results]
 
         ray = import_ray()
         t_start = time.perf_counter()
         latencies: list[float] = []
-        with connect(self.address):
-            n_workers = self.workers or _default_workers(
-                ray, self.cpus_per_worker, self.gpus_per_worker
-            )
-            n_workers = max(1, min(n_workers, len(todo) or 1))
-            actor_cls = ray.remote(
-                num_cpus=self.cpus_per_worker,
-                num_gpus=self.gpus_per_worker,
-                max_restarts=self.max_retries,
-                max_task_retries=0,  # the driver resubmits, preferring another worker
-            )(InferWorker)
-            args = (str(job.model_file), str(job.prep.path), job.runner_cls, job.options)
-            camera = getattr(job, "camera", None)
-            actors = [actor_cls.remote(*args, batch_size, camera) for _ in range(n_workers)]
+        with connect(self.address, connect_timeout=self.connect_timeout):
+            # Connected first: a cluster that cannot be reached leaves no .shards/ behind.
+            created = not out_dir.exists()
+            (out_dir / SHARDS_DIR).mkdir(parents=True, exist_ok=True)
             try:
-                described = _describe_all(ray, actors, self.max_retries)
-                setup_s = time.perf_counter() - t_start
-                t0 = time.perf_counter()
-                bar = _bar(
-                    len(entries),
-                    f"infer (ray, {n_workers} workers)",
-                    job.progress,
-                    initial=sum(b - a for i, (a, b) in enumerate(shards) if i in results),
+                n_workers = self.workers or _default_workers(
+                    ray, self.cpus_per_worker, self.gpus_per_worker
                 )
+                n_workers = max(1, min(n_workers, len(todo) or 1))
+                actor_cls = ray.remote(
+                    num_cpus=self.cpus_per_worker,
+                    num_gpus=self.gpus_per_worker,
+                    max_restarts=self.max_retries,
+                    max_task_retries=0,  # the driver resubmits, preferring another worker
+                )(InferWorker)
+                # Absolute paths: the workers do not share the driver's working directory.
+                data = plan if plan is not None else str(Path(job.prep.path).resolve())
+                args = (str(Path(job.model_file).resolve()), data, job.runner_cls, job.options)
+                camera = getattr(job, "camera", None)
+                actors = [actor_cls.remote(*args, batch_size, camera) for _ in range(n_workers)]
                 try:
-                    retried = _run_shards(
-                        ray,
-                        actors,
-                        todo,
-                        shards,
-                        self.max_retries,
-                        lambda i, out, lat: _persist(
-                            out_dir, i, keys[i], out, lat, results, latencies
-                        ),
-                        bar,
+                    described = _describe_all(ray, actors, self.max_retries)
+                    setup_s = time.perf_counter() - t_start
+                    t0 = time.perf_counter()
+                    bar = _bar(
+                        len(entries),
+                        f"infer (ray, {n_workers} workers)",
+                        job.progress,
+                        initial=sum(b - a for i, (a, b) in enumerate(shards) if i in results),
                     )
+                    try:
+                        retried = _run_shards(
+                            ray,
+                            actors,
+                            todo,
+                            shards,
+                            self.max_retries,
+                            lambda i, out, lat, b: _persist(
+                                out_dir, i, keys[i], out, lat, b, results, latencies, bad
+                            ),
+                            bar,
+                        )
+                    finally:
+                        bar.close()
+                    wall_s = time.perf_counter() - t0
                 finally:
-                    bar.close()
-                wall_s = time.perf_counter() - t0
-            finally:
-                for a in actors:
-                    ray.kill(a, no_restart=True)
+                    for a in actors:
+                        ray.kill(a, no_restart=True)
+            except BaseException:
+                # Keep persisted shards for --resume; drop what only this run created empty.
+                _remove_if_empty(out_dir / SHARDS_DIR)
+                if created:
+                    _remove_if_empty(out_dir)
+                raise
 
-        outputs = {
-            name: np.concatenate([results[i][name] for i in range(len(shards))])
-            for name in results[0]
-        }
+        filled = [results[i] for i in range(len(shards)) if results[i]]
+        outputs = (
+            {name: np.concatenate([r[name] for r in filled]) for name in filled[0]}
+            if filled
+            else {}
+        )
+        all_bad = [b for i in range(len(shards)) for b in bad.get(i, [])]
         engine = {
             "name": "ray",
             "address": self.address,
@@ -568,12 +811,14 @@ class RayExecutor:
             wall_s=wall_s,
             engine=engine,
             versions={"ray": ray.__version__},
+            entries=None if plan is None else plan.kept(all_bad),
+            bad=all_bad,
         )
 
 
 def infer_ray(
     model_file: str | os.PathLike[str],
-    prep_dir: str | os.PathLike[str],
+    prep_dir: str | os.PathLike[str] | None,
     out_dir: str | os.PathLike[str],
     backend: str | type | None = None,
     batch_size: int = 32,
@@ -590,6 +835,8 @@ def infer_ray(
     shard_size: int | None = None,
     max_retries: int = 3,
     resume: bool = False,
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT_S,
+    source: Any = None,
     **runner_options: Any,
 ) -> dict[str, Any]:
     """:func:`reidctl.runners.infer.run_inference` with a :class:`RayExecutor`.
@@ -603,7 +850,14 @@ def infer_ray(
     from reidctl.runners.infer import run_inference
 
     executor = RayExecutor(
-        address, workers, cpus_per_worker, gpus_per_worker, shard_size, max_retries, resume
+        address,
+        workers,
+        cpus_per_worker,
+        gpus_per_worker,
+        shard_size,
+        max_retries,
+        resume,
+        connect_timeout,
     )
     return run_inference(
         model_file,
@@ -617,6 +871,7 @@ def infer_ray(
         feature=feature,
         progress=progress,
         executor=executor,
+        source=source,
         **runner_options,
     )
 
@@ -658,11 +913,17 @@ def _persist(
     key: str,
     out: dict[str, np.ndarray],
     lat: list[float],
+    bad_files: list[Any],
     results: dict[int, dict[str, np.ndarray]],
     latencies: list[float],
+    bad: dict[int, list[Any]],
 ) -> None:
-    write_npz_deterministic(_shard_path(out_dir, i), {**out, "__key__": np.array(key)})
+    extra = {"__key__": np.array(key)}
+    if bad_files:
+        extra["__bad__"] = np.array(json.dumps([b.to_dict() for b in bad_files]))
+    write_npz_deterministic(_shard_path(out_dir, i), {**out, **extra})
     results[i] = out
+    bad[i] = bad_files
     latencies.extend(lat)
 
 
@@ -672,7 +933,7 @@ def _run_shards(
     todo: list[int],
     shards: list[tuple[int, int]],
     max_retries: int,
-    on_done: Callable[[int, dict[str, np.ndarray], list[float]], None],
+    on_done: Callable[[int, dict[str, np.ndarray], list[float], list[Any]], None],
     bar: Any,
 ) -> int:
     """Feed shards to idle actors; resubmit a dead worker's shard. Returns shards retried."""
@@ -703,7 +964,7 @@ def _run_shards(
         ready, _ = ray.wait(list(pending), num_returns=1)
         i, a = pending.pop(ready[0])
         try:
-            out, lat = ray.get(ready[0])
+            out, lat, bad_files = ray.get(ready[0])
         except ray.exceptions.RayError as e:
             if _is_task_error(ray, e):
                 raise _unwrap(ray, e, f"inference shard {i}") from None
@@ -719,7 +980,7 @@ def _run_shards(
             queue.appendleft(i)
             idle.append(a)  # Ray restarts the actor; calls queue until it is back
             continue
-        on_done(i, out, lat)
+        on_done(i, out, lat, bad_files)
         idle.append(a)
         bar.update(shards[i][1] - shards[i][0])
     return len(retried)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -223,3 +224,45 @@ def test_bench_refuses_a_malformed_sidecar(tmp_path: Path, capsys) -> None:
     sidecar_path(model).write_text(json.dumps({"format": "reidctl.model/1", "model": "x"}))
     assert main(["bench", str(model), "--iters", "1", "--bs", "1"]) == 2
     assert "lacks the field" in capsys.readouterr().err
+
+
+def test_result_write_removes_stale_partials_of_this_output_only(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        old = time.time() - 3600
+
+        def leftover(name: str, age: float | None = None) -> Path:
+            p = tmp_path / name
+            (p / "features").mkdir(parents=True)
+            (p / "features" / "feature.npy").write_bytes(b"half written")
+            if age is not None:
+                os.utime(p, (age, age))
+            return p
+
+        stale = [
+            leftover(f".res.{dead.pid}.k3j2h1.partial"),  # owner killed while writing
+            leftover(f".res.{dead.pid}.a1b2c3.old"),
+            leftover(".res.zz9x8w.partial", age=old),  # no pid: older than this run
+        ]
+        kept = [
+            leftover(f".res.{live.pid}.q1w2e3.partial"),  # another run, still writing
+            leftover(f".other.{dead.pid}.r4t5y6.partial"),  # another output
+            leftover(f".res.v2.{dead.pid}.u7i8o9.partial"),  # an output named res.v2
+        ]
+        _results(tmp_path)
+        assert (tmp_path / "res" / "run.json").is_file()
+        for p in stale:
+            assert not p.exists(), p
+        for p in kept:
+            assert p.is_dir(), p
+        hidden = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".res."))
+        assert hidden == sorted(p.name for p in kept if p.name.startswith(".res."))
+    finally:
+        live.kill()
+        live.wait()

@@ -15,6 +15,7 @@ from reidctl.errors import FormatError, InputError
 from reidctl.io import write_json_atomic
 from reidctl.runners.base import Runner
 from reidctl.specs import TensorSpec
+from tests.conftest import require
 
 
 class FakeRunner(Runner):
@@ -91,19 +92,22 @@ def test_measure_interleaves_and_counts_iters() -> None:
 
         return f
 
-    settings = engine.BenchSettings(iters=5, warmup=1, rounds=2)
+    settings = engine.BenchSettings(iters=2, warmup=2, repeat=3)
     lat = engine.measure([call("a", 0.01), call("b", 0.02)], settings)
-    assert lat == [[0.01] * 5, [0.02] * 5]
-    # warm-up once each, then rounds of 3 and 2 calls: a a a | b b b | b b | a a
-    assert "".join(log) == "ab" + "aaa" + "bbb" + "bb" + "aa"
+    assert lat == [[[0.01] * 2] * 3, [[0.02] * 2] * 3]
+    # each turn: warm-up (2 calls in the first repeat, 1 later), then 2 timed calls;
+    # the order flips every repeat: a b | b a | a b
+    assert "".join(log) == "aaaabbbb" + "bbbaaa" + "aaabbb"
 
 
 def test_measure_by_seconds_spends_the_budget() -> None:
-    settings = engine.BenchSettings(seconds=0.1, warmup=0, min_iters=3)
+    settings = engine.BenchSettings(seconds=0.3, warmup=0, repeat=3)
     (lat,) = engine.measure([lambda: 0.01], settings)
-    assert sum(lat) == pytest.approx(0.1, abs=0.011)
+    assert len(lat) == 3
+    for turn in lat:  # a third of the budget in each repeat
+        assert sum(turn) == pytest.approx(0.1, abs=0.011)
     (slow,) = engine.measure([lambda: 1.0], settings)
-    assert len(slow) == 3  # min_iters even though one call exceeds the budget
+    assert [len(t) for t in slow] == [1, 1, 1]  # one call per repeat even over budget
 
 
 def test_synthetic_feeds_are_seeded_and_shaped() -> None:
@@ -204,10 +208,10 @@ def test_run_bench_single_model(tmp_path) -> None:
     result, runners, lines = _fake_result(tmp_path, costs=(1e-3,))
     assert runners[0].options == {"threads": 2} and not runners[0].is_active
     assert result.throughput("model.onnx", "fake", 4) == pytest.approx(1000.0)
-    assert len(lines) == 2 and "img/s" in lines[0]
+    assert len(lines) == 2 * 3 and "img/s" in lines[0]  # a line per cell and repeat
     table = engine.format_table(result)
     assert table.splitlines()[0].split() == ["|", "batch", "|", "fake", "|"]
-    assert "1000.0" in table
+    assert "1000.0 (0%)" in table and "*" not in table
     assert result.to_dict()["models"]["model.onnx"]["sha256"]
 
 
@@ -240,7 +244,7 @@ def test_write_outputs(tmp_path) -> None:
     assert len(rows) == 4 and {r["batch_size"] for r in rows} == {"1", "4"}
     assert float(rows[0]["images_per_s"]) == pytest.approx(1000.0)
     doc = json.loads(paths["json"].read_text())
-    assert doc["format"] == "reidctl.bench/1"
+    assert doc["format"] == "reidctl.bench/2"
     assert doc["machine"]["cpu"] and doc["machine"]["usable_cores"] >= 1
     assert "numpy" in doc["machine"]["versions"]
     assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -275,7 +279,7 @@ def test_model_labels_are_distinct() -> None:
 @pytest.fixture(scope="module")
 def tiny_onnx(tmp_path_factory):
     """A 3x16x8 -> 4 conv net exported with a dynamic batch (no sidecar needed)."""
-    torch = pytest.importorskip("torch")
+    torch = require("torch")
     path = tmp_path_factory.mktemp("bench") / "tiny.onnx"
     torch.manual_seed(0)
     net = torch.nn.Sequential(
@@ -307,11 +311,14 @@ def test_cli_bench_with_vs_and_out(tiny_onnx, tmp_path, capsys) -> None:
     )  # fmt: skip
     captured = capsys.readouterr()
     assert rc == 0, captured.err
-    assert "| batch | ort tiny.onnx | ort other.onnx | ort ratio |" in captured.out
+    header = next(ln for ln in captured.out.splitlines() if ln.startswith("| batch"))
+    assert [c.strip() for c in header.strip("|").split("|")] == [
+        "batch", "ort tiny.onnx", "ort other.onnx", "ort ratio"
+    ]  # fmt: skip
     doc = json.loads((tmp_path / "out" / "bench.json").read_text())
     assert doc["settings"]["threads"] == 1
     assert {r["batch_size"] for r in doc["results"]} == {1, 2}
-    assert all(r["iterations"] == 3 for r in doc["results"])
+    assert all(r["iterations"] == 3 * 3 and r["repeats"] == 3 for r in doc["results"])
     assert set(doc["ratios"]["ort"]) == {"1", "2"}
 
 
@@ -340,3 +347,73 @@ def test_openvino_and_ort_both_measured(tiny_onnx) -> None:
     result = engine.run_bench([tiny_onnx], ["ort", "openvino"], settings)
     assert result.throughput("tiny.onnx", "ort", 4) > 0
     assert result.throughput("tiny.onnx", "openvino", 4) > 0
+
+
+def test_cli_bench_out_refuses_earlier_files_before_measuring(tiny_onnx, tmp_path, capsys) -> None:
+    from reidctl.cli import main
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "bench.json").write_text("an earlier run")
+    args = [
+        "bench",
+        str(tiny_onnx),
+        "--bs",
+        "1",
+        "--iters",
+        "1",
+        "--warmup",
+        "0",
+        "--out",
+        str(out),
+    ]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert f"{out / 'bench.json'} exists; pass --force" in err and "Traceback" not in err
+    assert "repeat 1/" not in err  # refused before measuring
+    assert (out / "bench.json").read_text() == "an earlier run"
+    assert main([*args, "--force"]) == 0
+    assert json.loads((out / "bench.json").read_text())["format"] == "reidctl.bench/2"
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        (["--warmup", "-1"], "--warmup must be an integer >= 0, got -1"),
+        (["--repeat", "0"], "--repeat must be an integer >= 1"),
+        (["--iters", "0"], "--iters must be an integer >= 1"),
+        (["--seconds", "0"], "--seconds must be a number > 0"),
+        (["--bs", "0"], "'--bs': the value must be comma-separated positive integers"),
+    ],
+)
+def test_cli_bench_messages_name_the_option_and_its_range(tiny_onnx, capsys, option, message):
+    from reidctl.cli import main
+
+    assert main(["bench", str(tiny_onnx), *option]) == 2
+    err = capsys.readouterr().err
+    assert message in err, err
+    assert "min_iters" not in err and "rounds" not in err and "Traceback" not in err
+
+
+def test_bench_stability_compares_two_runs(tiny_onnx, capsys) -> None:
+    from reidctl.benchmarks import bench_stability
+
+    argv = ["--model-file", str(tiny_onnx), "--backend", "ort", "--bs", "1,2", "--threads", "1"]
+    assert bench_stability.main([*argv, "--seconds", "0.06", "--warmup", "1"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("load average") >= 2 and "run 2 vs run 1" in out
+    rows = [ln for ln in out.splitlines() if ln.startswith("| ort |")]
+    assert [ln.split("|")[2].strip() for ln in rows] == ["1", "2"]
+    assert "goal:" in out
+
+
+def test_bench_stability_compare_runs(tmp_path) -> None:
+    from reidctl.benchmarks.bench_stability import compare_runs
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a, _, _ = _fake_result(tmp_path / "a", costs=(1e-3,))
+    b, _, _ = _fake_result(tmp_path / "b", costs=(1.25e-3,))
+    rows = compare_runs([a, b])
+    assert [r["batch_size"] for r in rows] == [1, 4]
+    assert all(r["diff"] == pytest.approx(1 / 1.25 - 1) and not r["flagged"] for r in rows)

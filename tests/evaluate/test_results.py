@@ -91,7 +91,9 @@ def test_cli_writes_json_plot_and_grid(dirs, capsys):
     assert 0 <= m["rank1"] <= m["rank5"] <= m["rank10"] <= 1 and len(m["cmc"]) == 50
     assert m["settings"]["distance"] == "euclidean" and m["settings"]["rerank"] is None
     first = (out / "metrics.json").read_bytes()
-    assert main(args) == 0
+    assert main(args) == 2  # the files exist: refused without --force
+    assert "pass --force" in capsys.readouterr().err
+    assert main([*args, "--force"]) == 0
     assert (out / "metrics.json").read_bytes() == first  # byte-identical re-run
     assert cv2.imread(str(out / "cmc.png")) is not None
     grid = cv2.imread(str(out / "grid.png"))

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from reidctl.errors import CheckpointError, InputError, UnknownNameError
+from reidctl.models.checkpoints import Placeholder, read_checkpoint
 from reidctl.models.loading import (
     RandomInitWarning,
     create_model,
@@ -114,16 +115,22 @@ def test_checkpoint_of_another_model_is_refused(small_file: Path) -> None:
     assert "shape mismatches" in str(exc.value)
 
 
-def test_pickled_object_needs_allow_pickle(tmp_path: Path, small_sd) -> None:
+def test_pickled_object_becomes_a_placeholder(tmp_path: Path, small_sd) -> None:
     path = tmp_path / "legacy.pth"
     torch.save({"state_dict": small_sd, "config": TrainingConfig(), "epoch": 3}, path)
 
-    with pytest.raises(CheckpointError, match="--allow-pickle"):
-        create_model(SMALL, weights=path)
+    raw = read_checkpoint(path)  # safe: the object's class is never imported
+    assert raw.placeholders == (f"{__name__}.TrainingConfig",)
+    config = raw.obj["config"]
+    assert isinstance(config, Placeholder) and not isinstance(config, TrainingConfig)
+    assert config.pickled_state == {"lr": 3e-4}
+    _assert_equal_sd(create_model(SMALL, weights=path).module, small_sd)
 
     with pytest.warns(UserWarning, match="arbitrary code"):
         loaded = create_model(SMALL, weights=path, allow_pickle=True)
     _assert_equal_sd(loaded.module, small_sd)
+    with pytest.warns(UserWarning, match="arbitrary code"):
+        assert isinstance(load_checkpoint(path, allow_pickle=True)["config"], TrainingConfig)
 
 
 def _as_numpy1_file(src: Path, dst: Path) -> None:

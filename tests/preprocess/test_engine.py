@@ -155,11 +155,11 @@ def test_resume_after_crash(synth_market, tmp_path: Path, monkeypatch):
     calls = {"n": 0}
     real_decode = engine.decode_image
 
-    def crashing_decode(data, source):
+    def crashing_decode(data, source, *limits):
         calls["n"] += 1
         if calls["n"] > 10:
             raise KeyboardInterrupt  # the process is killed mid-run
-        return real_decode(data, source)
+        return real_decode(data, source, *limits)
 
     monkeypatch.setattr(engine, "decode_image", crashing_decode)
     with pytest.raises(KeyboardInterrupt):

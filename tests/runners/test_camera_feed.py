@@ -126,6 +126,7 @@ def test_camera_offset_needs_a_camera_aware_model(tmp_path, capsys) -> None:
     assert code == 2 and "--camera-offset applies to camera-aware models" in capsys.readouterr().err
 
 
+@pytest.mark.filterwarnings("ignore:.*has no sidecar")
 def test_model_without_sidecar_checks_only_non_negative(tmp_path) -> None:
     model = export_camera_model(tmp_path / "cam.onnx")  # no sidecar, no camera block
     prep, data = make_prep(tmp_path / "prep", camids=CAMIDS)
@@ -207,3 +208,24 @@ def test_ray_engine_feeds_the_same_cameras(tmp_path, cam_model, capsys) -> None:
     assert main(["infer", str(cam_model), str(prep), "-o", str(bad), *ray_args,
                  "--camera-offset", "2"]) == 2  # fmt: skip
     assert "camid 1 gives camera index -1" in capsys.readouterr().err and not bad.exists()
+
+
+@pytest.mark.shared
+def test_images_stream_feeds_the_same_cameras(tmp_path, cam_model, market_mini) -> None:
+    """``infer --images`` (no tensor files) gives what preprocess + infer give."""
+    prep = tmp_path / "prep"
+    pre = ["preprocess", "market1501", "--root", str(market_mini), "--model-config"]
+    assert main([*pre, str(cam_model), "-o", str(prep)]) == 0
+    assert main(["infer", str(cam_model), str(prep), "-o", str(tmp_path / "r"), "--bs", "8"]) == 0
+    args = ["infer", str(cam_model), "--images", str(market_mini), "--layout", "market1501"]
+    assert main([*args, "-o", str(tmp_path / "rs"), "--bs", "8"]) == 0
+    run = json.loads((tmp_path / "rs" / "run.json").read_text())
+    assert run["camera"]["offset"] == 1
+    assert run["camera"]["offset_from"] == "the preprocessed set's first_camera"
+    np.testing.assert_array_equal(features(tmp_path / "rs"), features(tmp_path / "r"))
+    # and the camera is live: the reference with camid - 1 matches, camid - 0 would not fit
+    p = PrepSet.open(prep)
+    cams = [e.camid - 1 for e in p.entries]
+    ref = reference(cam_model, p.read_batch(range(len(p.entries))), cams)
+    np.testing.assert_allclose(features(tmp_path / "rs"), ref, rtol=0, atol=1e-5)
+    assert main([*args, "-o", str(tmp_path / "r0"), "--camera-offset", "0"]) == 2

@@ -15,6 +15,7 @@ from reidctl.cli import main
 from reidctl.errors import (
     BackendUnavailableError,
     FormatError,
+    InputError,
     OutputExistsError,
     ShapeMismatchError,
     UnknownNameError,
@@ -142,7 +143,7 @@ def test_unknown_and_unavailable_backend_and_foreign_options(tiny_onnx, prep, tm
     if importlib.util.find_spec("tensorrt") is None:
         with pytest.raises(BackendUnavailableError, match="TensorRT >= 10"):
             run_inference(engine, prep[0], tmp_path / "r")
-    with pytest.raises(Exception, match="precision do not apply to back end 'ort'"):
+    with pytest.raises(InputError, match="precision do not apply to back end 'ort'"):
         run_inference(tiny_onnx, prep[0], tmp_path / "r", precision="bf16")
 
 

@@ -44,7 +44,9 @@ def test_shard_file_is_reused_only_with_its_key(tmp_path):
     path = tmp_path / "infer-000000.npz"
     feats = np.arange(12, dtype=np.float32).reshape(3, 4)
     re_.write_npz_deterministic(path, {"feature": feats, "__key__": np.array("k1")})
-    np.testing.assert_array_equal(re_._load_shard(path, "k1")["feature"], feats)
+    out, bad = re_._load_shard(path, "k1")
+    np.testing.assert_array_equal(out["feature"], feats)
+    assert bad == []
     assert re_._load_shard(path, "k2") is None
     path.write_bytes(path.read_bytes()[:50])  # truncated by a crash
     assert re_._load_shard(path, "k1") is None

@@ -76,6 +76,12 @@ from reidctl.convert.int8 import DEFAULT_SAMPLES, METHODS, SameSetWarning, int8_
     "(1 point = 0.01 mAP). Needs --eval.",
 )
 @click.option(
+    "--allow-preprocess-mismatch",
+    is_flag=True,
+    help="Use --calib/--eval even though they were preprocessed differently from what the "
+    "model's sidecar states (recorded in the sidecar's conversion.preprocess_check).",
+)
+@click.option(
     "--camera-offset",
     type=int,
     default=None,
@@ -96,6 +102,7 @@ def command(
     eval_dir: Path | None,
     max_map_drop: float | None,
     camera_offset: int | None,
+    allow_preprocess_mismatch: bool,
     threads: int | None,
     force: bool,
 ) -> None:
@@ -139,6 +146,7 @@ def command(
             threads=threads,
             camera_offset=camera_offset,
             force=force,
+            allow_preprocess_mismatch=allow_preprocess_mismatch,
             progress=True,
             on_stage=lambda line: click.echo(f"  {line}", err=True),
         )
