@@ -489,8 +489,8 @@ def run_inference(
         prep = load_inference_inputs(model_file, Path(prep_dir), dump, batch_size)
         meta = prep.meta
     fit: dict[str, Any] | None = None
+    sidecar = sidecar_or_none(model_file)
     if prep is not None:
-        sidecar = sidecar_or_none(model_file)
         if sidecar is not None and len(sidecar.inputs) == 1:
             # shape and dtype first (the runner checks them again against the loaded model)
             check_input_matches(sidecar.inputs[0], prep.meta, str(model_file))
