@@ -82,9 +82,9 @@ def package_versions(names: Sequence[str] = VERSION_PACKAGES) -> dict[str, str]:
 
 def version_report() -> str:
     """``reidctl X (python Y; torch Z, ...)``: what ``reidctl --version`` prints."""
+    from reidctl import __version__ as own  # the code running, whatever pip last recorded
+
     versions = package_versions()
-    own = versions.pop("reidctl", None)
-    if own is None:
-        from reidctl import __version__ as own
+    versions.pop("reidctl", None)
     deps = ", ".join(f"{k} {v}" for k, v in versions.items())
     return f"reidctl {own} (python {platform.python_version()}; {deps})"

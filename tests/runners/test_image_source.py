@@ -21,7 +21,7 @@ from reidctl.specs import PreprocessSpec
 
 #: run.json keys that differ between two runs of the same work, and the source keys
 TIMINGS = {"wall_s", "setup_s", "images_per_s", "mean_batch_latency_ms", "engine", "versions"}
-SOURCE = {"prep_dir", "images"}
+SOURCE = {"prep_dir", "images", "preprocess_check"}
 
 
 def _files(root: Path) -> dict[str, bytes]:
