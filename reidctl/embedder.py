@@ -42,10 +42,16 @@ ImageLike = Any  # str | os.PathLike | bytes | np.ndarray [H, W, 3] uint8 | PIL.
 
 
 def l2_rows(x: np.ndarray) -> np.ndarray:
-    """Row-wise L2 normalisation in float32, zero rows stay zero (the evaluation's)."""
-    from reidctl.evaluate.distance import l2_normalize
+    """Row-wise L2 normalisation of a float32 ``[N, D]`` array, **in place** (returns ``x``).
 
-    return l2_normalize(x)
+    The arithmetic of the evaluation's :func:`~reidctl.evaluate.distance.l2_normalize`
+    (zero rows stay zero), bit for bit, in fewer array operations: after a model run the
+    caches are cold and every extra operation costs more than its arithmetic.
+    """
+    norm = np.sqrt(np.einsum("ij,ij->i", x, x))
+    np.maximum(norm, 1e-12, out=norm)
+    x /= norm[:, None]
+    return x
 
 
 def _is_pil(item: Any) -> bool:

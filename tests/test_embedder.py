@@ -197,3 +197,18 @@ def test_bytes_io_of_a_png(emb, chain) -> None:
     assert ok
     buf = io.BytesIO(png.tobytes())
     assert np.array_equal(emb.embed([buf.getvalue()]), emb.embed([arr]))
+
+
+def test_in_place_row_normalisation_equals_the_evaluations_bit_for_bit() -> None:
+    from reidctl.embedder import l2_rows
+    from reidctl.evaluate.distance import l2_normalize
+
+    rng = np.random.default_rng(7)
+    for shape in [(1, 512), (32, 2048), (5, 3)]:
+        x = (rng.standard_normal(shape) * rng.uniform(1e-3, 1e3)).astype(np.float32)
+        x[-1] = 0.0  # a zero row stays zero
+        expected = l2_normalize(x)
+        got = l2_rows(x)
+        assert got is x  # in place
+        np.testing.assert_array_equal(got, expected)
+        assert not got[-1].any()

@@ -9,10 +9,12 @@ the ``ort`` runner at the same batch size and threads:
 * Embedder: ``Embedder.embed(crops)`` (input checks, the same transform, the runner, the
   L2 normalisation the facts ask for).
 
-The two are timed in alternating blocks (the order flips every repeat) in one process, so
-machine load affects both alike; each figure is the median over repeats, with the spread
-(min..max) of the per-repeat ratio. The transform alone is timed too: the preprocessing
-share of each call. Goal: Embedder within 5 % of the bare runner at batch 1 and 32.
+The two alternate call by call (bare then Embedder on one batch, Embedder then bare on the
+next) in one process, so a change of machine speed during a repeat affects both alike; a
+repeat is one pass over the crops with each side's time summed; each figure is the median
+over repeats, with the spread (min..max) of the per-repeat ratio. The transform alone is
+timed too: the preprocessing share of each call. Goal: Embedder within 5 % of the bare
+runner at batch 1 and 32.
 
     python -m reidctl.benchmarks.embedder_overhead [--images 256] [--repeats 5] [--threads 1]
 """
@@ -54,27 +56,29 @@ def measure(
     name = runner.input_specs()[0].name
     buf = np.empty((bs, *transform.settings.shape), np.float32)
 
-    def bare() -> None:
-        for s in range(0, len(crops), bs):
-            chunk = crops[s : s + bs]
-            for j, c in enumerate(chunk):
-                transform(c, buf[j])
-            runner.infer_rows({name: buf[: len(chunk)]})
+    def bare(chunk: list[np.ndarray]) -> None:
+        for j, c in enumerate(chunk):
+            transform(c, buf[j])
+        runner.infer_rows({name: buf[: len(chunk)]})
 
-    def embedder() -> None:
-        for s in range(0, len(crops), bs):
-            emb.embed(crops[s : s + bs])
+    def embedder(chunk: list[np.ndarray]) -> None:
+        emb.embed(chunk)
 
-    bare()  # warm-up: first-run allocations
-    embedder()
+    chunks = [crops[s : s + bs] for s in range(0, len(crops), bs)]
+    bare(chunks[0])  # warm-up: first-run allocations
+    embedder(chunks[0])
     rates: dict[str, list[float]] = {"bare": [], "emb": []}
     ratios, prep_ms = [], []
-    for r in range(repeats):
-        order = [("bare", bare), ("emb", embedder)]
-        for key, fn in order if r % 2 == 0 else order[::-1]:
-            t0 = time.perf_counter()
-            fn()
-            rates[key].append(len(crops) / (time.perf_counter() - t0))
+    for _ in range(repeats):
+        spent = {"bare": 0.0, "emb": 0.0}
+        for i, chunk in enumerate(chunks):
+            order = [("bare", bare), ("emb", embedder)]
+            for key, fn in order if i % 2 == 0 else order[::-1]:
+                t0 = time.perf_counter()
+                fn(chunk)
+                spent[key] += time.perf_counter() - t0
+        for key in spent:
+            rates[key].append(len(crops) / spent[key])
         t0 = time.perf_counter()
         for c in crops:
             transform(c, buf[0])

@@ -13,7 +13,9 @@ weights) to ONNX, then runs on the same images, alternating in blocks (A B B A A
 
 Each run is a fresh Python process (``--run-one``); its wall time covers the library calls
 (scan, pools, model load, inference, result directory), not the interpreter start. The
-parent samples the process tree every 20 ms and reports its peak memory: the sum of RSS
+parent samples the process tree every 250 ms (reading ``smaps_rollup`` of every process
+costs CPU time: at 20 ms the sampler took 40 % of a core from the runs it measured) and
+reports its peak memory: the sum of RSS
 (pages shared between processes counted in each) and of PSS (shared pages split between
 them, the fairer total). Outputs are deleted and ``os.sync()`` called between runs (not
 timed). The work folder defaults to a temporary folder under ``/tmp``: give ``--workdir``
@@ -103,7 +105,7 @@ def _rss_pss_kib(pid: int) -> tuple[int, int]:
 class TreeSampler(threading.Thread):
     """Peak summed RSS and PSS (KiB) of a process and its descendants."""
 
-    def __init__(self, pid: int, period_s: float = 0.02) -> None:
+    def __init__(self, pid: int, period_s: float = 0.25) -> None:
         super().__init__(daemon=True)
         self.pid, self.period_s = pid, period_s
         self.peak_rss = self.peak_pss = 0
