@@ -212,3 +212,18 @@ def test_in_place_row_normalisation_equals_the_evaluations_bit_for_bit() -> None
         assert got is x  # in place
         np.testing.assert_array_equal(got, expected)
         assert not got[-1].any()
+
+
+def test_threads_sharing_one_embedder_get_their_own_rows(chain) -> None:
+    """The reused input buffer is per thread: concurrent calls do not overwrite each other."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    model, paths, features = chain
+    crops = [cv2.imread(str(p)) for p in paths[:24]]
+    with Embedder(model, batch_size=4, threads=1) as e:
+        with ThreadPoolExecutor(3) as pool:
+            parts = list(pool.map(lambda k: e.embed(crops[k::3], normalize=False), range(3)))
+        one = e.embed(crops[:1], normalize=False)  # a smaller call after a larger one
+    for k in range(3):
+        assert np.array_equal(parts[k], features[:24][k::3])
+    assert np.array_equal(one, features[:1])
