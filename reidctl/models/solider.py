@@ -271,7 +271,8 @@ class SwinBackbone(nn.Module):
         for i, width in enumerate(widths):
             self.add_module(f"norm{i}", nn.LayerNorm(width))
         if semantic:
-            # one per stage, of the width of the map it modulates (the last stage's twice)
+            # one per stage, as wide as the merged map it modulates (stage 3's width for
+            # the last two: the reference clamps the index)
             dims = [widths[min(i + 1, last)] for i in range(len(widths))]
             self.semantic_embed_w = nn.ModuleList(nn.Linear(2, d) for d in dims)
             self.semantic_embed_b = nn.ModuleList(nn.Linear(2, d) for d in dims)
