@@ -48,8 +48,8 @@ from reidctl.commands._options import force_option
     type=click.Path(dir_okay=False, path_type=Path),
     help="The reference project's YAML config. MODEL `fastreid`: the fast-reid config the "
     "checkpoint was trained with (depth, IBN, non-local, pooling, neck, size). TransReID, "
-    "CLIP-ReID: SIE coefficient, JPM settings, neck feature; facts the weights also fix must "
-    "agree with them.",
+    "CLIP-ReID: SIE coefficient, JPM settings, neck feature; SOLIDER-REID: semantic weight, "
+    "neck feature; facts the weights also fix must agree with them.",
 )
 @click.option("--sie-coe", type=float, help="SIE coefficient (MODEL.SIE_COE; default 3.0).")
 @click.option("--jpm-shift", type=int, help="TransReID JPM shift (MODEL.SHIFT_NUM; default 5).")
@@ -63,6 +63,12 @@ from reidctl.commands._options import force_option
     "--neck-feat",
     type=click.Choice(["before", "after"]),
     help="Feature before or after the BN neck (TEST.NECK_FEAT; default before).",
+)
+@click.option(
+    "--semantic-weight",
+    type=float,
+    help="SOLIDER-REID: the semantic weight s of the Swin's modulation, w = [s, 1 - s] "
+    "(MODEL.SEMANTIC_WEIGHT; default 0.2, the value of its released runs).",
 )
 @click.option(
     "--camera-agnostic",
@@ -98,6 +104,7 @@ def export(
     jpm_groups: int | None,
     jpm_divide: int | None,
     neck_feat: str | None,
+    semantic_weight: float | None,
     camera_agnostic: bool,
     sie_camera: int | None,
     first_camera: int,
@@ -119,6 +126,8 @@ def export(
       reidctl export transreid_vit_base --weights transformer_120.pth \\
           --config vit_transreid_stride.yml -o transreid.onnx
       reidctl export clipreid_vit_b16 --weights ViT-B-16_60.pth -o clipreid.onnx --camera-agnostic
+      reidctl export solider_swin_base --weights transformer_120.pth -o solider.onnx \\
+          --semantic-weight 0.2
       reidctl export fastreid --config sbs_R50-ibn.yml --weights model_final.pth -o sbs.onnx
     """
     from reidctl.convert.onnx import check_output_path, onnx_from_torch
@@ -134,6 +143,7 @@ def export(
         "jpm_groups": jpm_groups,
         "jpm_divide": jpm_divide,
         "neck_feat": neck_feat,
+        "semantic_weight": semantic_weight,
         "camera_agnostic": camera_agnostic or None,
         "sie_camera": sie_camera,
     }

@@ -290,7 +290,7 @@ def _export(
         flags = ", ".join("--" + k.replace("_", "-") for k in sorted(options))
         raise InputError(
             f"{model} takes no model options (got {flags}); --config and the SIE/JPM options "
-            "are for MODEL fastreid and the TransReID / CLIP-ReID models"
+            "are for MODEL fastreid and the TransReID / CLIP-ReID / SOLIDER-REID models"
         )
     takes_camera = bool(getattr(module, "takes_camera", False))
     num_cameras = int(getattr(module, "num_cameras", 0))

@@ -127,6 +127,7 @@ _SETTING_OPTIONS = {
     "divide_length": "jpm_divide",
     "rearrange": "rearrange",
     "neck_feat": "neck_feat",
+    "semantic_weight": "semantic_weight",
 }
 
 

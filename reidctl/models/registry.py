@@ -270,6 +270,32 @@ register_model(
     )
 )
 
+_SOLIDER = "tinyvision/SOLIDER-REID"
+for _variant, _size, _dim in (
+    ("solider_swin_tiny", "Swin-T", 768),
+    ("solider_swin_small", "Swin-S", 768),
+    ("solider_swin_base", "Swin-B", 1024),
+):
+    register_model(
+        ModelSpec(
+            name=_variant,
+            description=(
+                f"SOLIDER-REID {_size} (window 7, shifted windows, semantic weight 0.2 by "
+                f"default), {_dim}-d pooled feature before the BN neck"
+            ),
+            builder="reidctl.models.solider:build",
+            outputs=(_feat("feature", _dim),),
+            feature="feature",
+            l2_normalize=True,  # TEST.FEAT_NORM: 'yes'
+            # configs/market/swin_*.yml: SIZE_TEST [384, 128], PIXEL_MEAN/STD 0.5
+            preprocess=PreprocessSpec(
+                height=384, width=128, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)
+            ),
+            tolerance=1e-4,
+            reference=_SOLIDER,
+        )
+    )
+
 # fast-reid, LightMBN and torchreid MobileNetV2 (CNN families)
 _FASTREID = {
     # name: (description, input height)
