@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
@@ -22,6 +21,7 @@ import torch.nn.functional as F
 from reidctl.cli import main
 from reidctl.errors import CheckpointError, InputError
 from reidctl.models.loading import create_model
+from tests.models.helpers import rel_diff, save_state_dict
 
 # swin_transformer.py's factories: embed dims, depths, heads (patch 4, window 7)
 ARCH = {
@@ -263,17 +263,11 @@ def ref_solider(sd, name: str, x: torch.Tensor, semantic_weight: float = 0.2, ne
     return g
 
 
-def _rel(ref, got) -> float:
-    """max |ref - got| / max |ref| (tensors or arrays)."""
-    ref, got = (t.detach().numpy() if isinstance(t, torch.Tensor) else t for t in (ref, got))
-    ref, got = np.asarray(ref, np.float64), np.asarray(got, np.float64)
-    return float(np.max(np.abs(ref - got)) / np.max(np.abs(ref)))
+_rel = rel_diff
 
 
-def _save(tmp_path: Path, sd: dict[str, torch.Tensor], name: str = "transformer_120.pth"):
-    path = tmp_path / name
-    torch.save(sd, path)  # processor.py: torch.save(model.state_dict(), ...)
-    return path
+def _save(tmp_path: Path, sd: dict[str, torch.Tensor], name: str = "transformer_120.pth") -> Path:
+    return save_state_dict(tmp_path, sd, name)
 
 
 def _images(batch: int, seed: int = 1) -> torch.Tensor:

@@ -18,6 +18,7 @@ from reidctl.cli import main
 from reidctl.convert.onnx import onnx_from_torch
 from reidctl.errors import CheckpointError, InputError
 from reidctl.models.loading import create_model
+from tests.models.helpers import rel_diff, save_state_dict
 
 # the factories of vit_pytorch.py: width, depth, heads, mlp ratio, qkv bias, attention scale
 ARCH = {
@@ -192,17 +193,11 @@ def ref_transreid(
     return torch.cat([g] + [f / 4 for f in loc], dim=1)
 
 
-def _rel(ref, got) -> float:
-    """max |ref - got| / max |ref| (tensors or arrays)."""
-    ref, got = (t.detach().numpy() if isinstance(t, torch.Tensor) else t for t in (ref, got))
-    ref, got = np.asarray(ref, np.float64), np.asarray(got, np.float64)
-    return float(np.max(np.abs(ref - got)) / np.max(np.abs(ref)))
+_rel = rel_diff
 
 
-def _save(tmp_path: Path, sd: dict[str, torch.Tensor], name: str = "transformer_120.pth"):
-    path = tmp_path / name
-    torch.save(sd, path)  # processor.py: torch.save(model.state_dict(), ...)
-    return path
+def _save(tmp_path: Path, sd: dict[str, torch.Tensor], name: str = "transformer_120.pth") -> Path:
+    return save_state_dict(tmp_path, sd, name)
 
 
 def _images(batch: int, seed: int = 1) -> torch.Tensor:
