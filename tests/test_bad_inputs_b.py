@@ -11,10 +11,12 @@ import contextlib
 import json
 import os
 import pickle
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -391,6 +393,45 @@ def test_infer_ray_silent_port_times_out(chain_inputs, tmp_path):
     assert "Traceback" not in text
     assert elapsed < 60
     assert not out.exists()
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_local_ray_ignores_ray_address_and_a_stale_ray_start(chain_inputs, tmp_path):
+    """No --address starts a local Ray even where RAY_ADDRESS names a dead cluster and a
+    `ray start` long stopped left its address file behind (Ray's own ``ray.init()`` joins
+    that address and retries it for minutes)."""
+    _needs_ray()
+    model, prep = chain_inputs
+    dead = f"127.0.0.1:{_free_port()}"
+    ray_tmp = Path(tempfile.mkdtemp(prefix="rl", dir="/tmp"))  # socket paths < 108 bytes
+    try:
+        (ray_tmp / "ray").mkdir()
+        (ray_tmp / "ray" / "ray_current_cluster").write_text(dead)
+        env = dict(os.environ, PYTHONPATH=str(ROOT), HOME=str(tmp_path), OMP_NUM_THREADS="1")
+        env.update(RAY_TMPDIR=str(ray_tmp), RAY_ADDRESS=dead, RAY_USAGE_STATS_ENABLED="0")
+        out = tmp_path / "results"
+        args = ["infer", model, prep, "-o", out, "--engine", "ray", "--workers", "1"]
+        t0 = time.monotonic()
+        try:
+            p = subprocess.run(
+                [sys.executable, "-m", "reidctl.cli", *map(str, args)],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=180,
+            )
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"infer --engine ray tried {dead} instead of starting locally")
+        text = p.stdout + p.stderr
+        assert p.returncode == 0, text
+        assert time.monotonic() - t0 < 150
+        assert "ray: 1 worker(s) on 1 node(s)" in text
+        assert main(["infer", str(model), str(prep), "-o", str(tmp_path / "local")]) == 0
+        feat = "features/feature.npy"
+        assert (out / feat).read_bytes() == (tmp_path / "local" / feat).read_bytes()
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
 @pytest.mark.ray

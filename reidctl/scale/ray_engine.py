@@ -216,8 +216,9 @@ def connect(
 
     ``address``: ``None`` starts a local single-node Ray on 127.0.0.1 with ``num_cpus`` /
     ``num_gpus`` / ``object_store_memory`` (bytes; Ray's defaults when ``None``) and no
-    dashboard; ``"auto"`` joins the cluster this machine belongs to (``ray start`` run
-    here); ``"HOST:PORT"`` joins that head node's GCS. An existing connection
+    dashboard, whatever ``RAY_ADDRESS`` or an earlier ``ray start`` on this machine says;
+    ``"auto"`` joins the cluster this machine belongs to (``ray start`` run here);
+    ``"HOST:PORT"`` joins that head node's GCS. An existing connection
     (``ray.init`` called by the caller) is used as is.
 
     Joining is bounded by ``connect_timeout`` seconds: the address's TCP port is probed
@@ -233,7 +234,11 @@ def connect(
     where = "a local Ray instance" if address is None else f"the Ray cluster at {address!r}"
     try:
         if address is None:
+            # "local", not None: Ray's None first joins the cluster named by RAY_ADDRESS or
+            # by the file a `ray start` on this machine left in its temp dir (even one long
+            # stopped, which it then retries for minutes); a local run must not depend on it.
             ray.init(
+                address="local",
                 num_cpus=num_cpus,
                 num_gpus=num_gpus,
                 object_store_memory=object_store_memory,
