@@ -20,7 +20,7 @@ import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -35,6 +35,9 @@ from reidctl.preprocess.transform import (
 )
 from reidctl.runners.cameras import CAMERA_INPUT, CameraRule, sidecar_cameras, split_inputs
 from reidctl.specs import PreprocessSpec
+
+if TYPE_CHECKING:
+    from reidctl.runners.base import Runner
 
 POOLS = ("mean", "max")
 COLORS = ("bgr", "rgb")
@@ -65,6 +68,26 @@ def to_bgr(item: ImageLike, index: int, color: str = "bgr") -> np.ndarray:
     Paths and bytes are decoded as ``reidctl preprocess`` decodes files; arrays are taken in
     ``color`` order; PIL images are converted to RGB. Errors name ``images[index]``.
     """
+    if type(item) is not np.ndarray:
+        item, color = _decode_or_convert(item, index, color)
+    if item.ndim != 3 or item.shape[2] != 3 or item.shape[0] < 1 or item.shape[1] < 1:
+        raise ShapeMismatchError(
+            f"images[{index}] has shape {list(item.shape)}; an image array must be [H, W, 3] "
+            f"({color.upper()}, uint8)"
+        )
+    if item.dtype != np.uint8:
+        raise ShapeMismatchError(
+            f"images[{index}] has dtype {item.dtype}; image arrays must be uint8 (0..255), as "
+            "cv2.imread returns them"
+        )
+    if color == "rgb":
+        item = item[:, :, ::-1]
+    return item if item.flags.c_contiguous else np.ascontiguousarray(item)
+
+
+def _decode_or_convert(item: ImageLike, index: int, color: str) -> tuple[np.ndarray, str]:
+    """A path, encoded bytes, a PIL image or an ndarray subclass -> ``(array, colour order)``;
+    decoded images are BGR, PIL images RGB."""
     where = f"images[{index}]"
     if isinstance(item, (str, os.PathLike)):
         try:
@@ -72,29 +95,17 @@ def to_bgr(item: ImageLike, index: int, color: str = "bgr") -> np.ndarray:
                 data = f.read()
         except OSError as e:
             raise BadImageError(f"{where} {item}: cannot read: {e.strerror or e}") from e
-        return decode_image(data, f"{where} {item}")
+        return decode_image(data, f"{where} {item}"), "bgr"
     if isinstance(item, (bytes, bytearray, memoryview)):
-        return decode_image(bytes(item), where)
+        return decode_image(bytes(item), where), "bgr"
     if _is_pil(item):
-        item, color = np.asarray(item.convert("RGB")), "rgb"
+        return np.asarray(item.convert("RGB")), "rgb"
     if not isinstance(item, np.ndarray):
         raise InputError(
             f"{where} is a {type(item).__name__}; give a path, encoded bytes, a uint8 "
             "[H, W, 3] array or a PIL image"
         )
-    if item.ndim != 3 or item.shape[2] != 3 or item.shape[0] < 1 or item.shape[1] < 1:
-        raise ShapeMismatchError(
-            f"{where} has shape {list(item.shape)}; an image array must be [H, W, 3] "
-            f"({color.upper()}, uint8)"
-        )
-    if item.dtype != np.uint8:
-        raise ShapeMismatchError(
-            f"{where} has dtype {item.dtype}; image arrays must be uint8 (0..255), as "
-            "cv2.imread returns them"
-        )
-    if color == "rgb":
-        item = item[:, :, ::-1]
-    return np.ascontiguousarray(item)
+    return np.asarray(item), color
 
 
 class Embedder:
@@ -189,6 +200,12 @@ class Embedder:
     def camera_aware(self) -> bool:
         """Whether the model takes a ``camera`` input (then :meth:`embed` needs ``cameras``)."""
         return self._camera is not None
+
+    @property
+    def runner(self) -> Runner:
+        """The active runner this Embedder feeds (its ``latencies_s``, or a bare
+        ``infer_rows`` call on tensors from :meth:`preprocess_images`)."""
+        return self._runner
 
     @property
     def backend(self) -> str:
@@ -329,18 +346,35 @@ class Embedder:
         CameraRule(0, self.num_cameras).check(arr, [f"cameras[{i}]" for i in range(n)])
         return arr
 
-    def _run(self, batch: np.ndarray, cams: np.ndarray | None) -> np.ndarray:
+    def _run(
+        self, batch: np.ndarray, cams: np.ndarray | None, out: np.ndarray | None = None
+    ) -> np.ndarray:
+        """The feature rows of ``batch`` as float32 ``[rows, D]``: written into ``out`` when
+        given, else a new array of this Embedder's own (a runner may hand back a view of a
+        buffer it reuses)."""
         feeds = {self._image.name: batch}
         if self._camera is not None:
             feeds[self._camera.name] = cams if cams is not None else np.zeros(len(batch), np.int64)
-        out = self._runner.infer_rows(feeds)
-        if self.feature not in out:
+        res = self._runner.infer_rows(feeds)
+        feat = res.get(self.feature)
+        if feat is None:
             raise FormatError(
-                f"{self.model_file} has no output {self.feature!r} (outputs: {sorted(out)}); "
+                f"{self.model_file} has no output {self.feature!r} (outputs: {sorted(res)}); "
                 "the facts do not match the model"
             )
-        feat = out[self.feature]
-        return feat.reshape(len(batch), -1).astype(np.float32, copy=False)
+        feat = feat.reshape(len(batch), -1)
+        if out is None:
+            return np.array(feat, np.float32)
+        if feat.shape != out.shape:
+            raise self._dim_error(feat.shape[1])
+        out[...] = feat
+        return out
+
+    def _dim_error(self, got: int) -> ShapeMismatchError:
+        return ShapeMismatchError(
+            f"{self.model_file} output {self.feature!r} has {got} values per row, the facts "
+            f"say {self.dim}"
+        )
 
     def _input_buffer(self, rows: int) -> np.ndarray:
         """A ``[rows, 3, H, W]`` input buffer, reused across calls (about 40 us a call at
@@ -352,21 +386,23 @@ class Embedder:
         return buf[:rows]
 
     def _embed_raw(self, items: list[ImageLike], cams: np.ndarray | None, color: str) -> np.ndarray:
-        n = len(items)
-        out = np.empty((n, self.dim), np.float32)
+        n, bs = len(items), self.batch_size
         if n == 0:
-            return out
-        buf = self._input_buffer(min(self.batch_size, n))
-        for start in range(0, n, self.batch_size):
-            chunk = items[start : start + self.batch_size]
-            for j, item in enumerate(chunk):
-                self._transform(to_bgr(item, start + j, color), buf[j])
-            sub = None if cams is None else cams[start : start + len(chunk)]
-            feat = self._run(buf[: len(chunk)], sub)
+            return np.empty((0, self.dim), np.float32)
+        buf = self._input_buffer(min(bs, n))
+        transform = self._transform
+        if n <= bs:  # one call: the runner's rows are the result, without a second copy
+            for j, item in enumerate(items):
+                transform(to_bgr(item, j, color), buf[j])
+            feat = self._run(buf, cams)
             if feat.shape[1] != self.dim:
-                raise ShapeMismatchError(
-                    f"{self.model_file} output {self.feature!r} has {feat.shape[1]} values per "
-                    f"row, the facts say {self.dim}"
-                )
-            out[start : start + len(chunk)] = feat
+                raise self._dim_error(feat.shape[1])
+            return feat
+        out = np.empty((n, self.dim), np.float32)
+        for start in range(0, n, bs):
+            chunk = items[start : start + bs]
+            for j, item in enumerate(chunk):
+                transform(to_bgr(item, start + j, color), buf[j])
+            sub = None if cams is None else cams[start : start + len(chunk)]
+            self._run(buf[: len(chunk)], sub, out[start : start + len(chunk)])
         return out

@@ -227,3 +227,19 @@ def test_threads_sharing_one_embedder_get_their_own_rows(chain) -> None:
     for k in range(3):
         assert np.array_equal(parts[k], features[:24][k::3])
     assert np.array_equal(one, features[:1])
+
+
+def test_rows_of_one_call_are_not_overwritten_by_the_next(chain, emb) -> None:
+    """A call that fits one batch returns the runner's rows without a second copy: they must
+    still be the caller's own, untouched by later calls; and ``runner`` is the one it feeds."""
+    _, paths, features = chain
+    first = emb.embed(paths[:3], normalize=False)
+    kept = first.copy()
+    emb.embed(paths[3:6], normalize=False)
+    emb.embed(paths[:3])
+    assert np.array_equal(first, kept) and np.array_equal(first, features[:3])
+    assert first.flags.c_contiguous and first.flags.writeable and first.dtype == np.float32
+    assert emb.runner.name == emb.backend == "ort"
+    n = len(emb.runner.latencies_s)
+    emb.embed(paths[:1])
+    assert len(emb.runner.latencies_s) == n + 1
