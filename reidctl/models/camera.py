@@ -120,6 +120,16 @@ def check_config_agrees(path: str | Path, key: str, config: Any, weights: Any) -
         )
 
 
+def check_config_facts(path: str | Path, cfg: dict[str, Any], facts: dict[str, Any]) -> None:
+    """Each ``{KEY: value the weights fix}`` of ``facts`` against the config's ``KEY``
+    (YAML lists and tuples compared as lists); a key the config lacks is not checked."""
+    for key, fact in facts.items():
+        value = config_value(cfg, key)
+        check_config_agrees(
+            path, key, list(value) if isinstance(value, list | tuple) else value, fact
+        )
+
+
 #: sidecar ``model_settings`` names -> ``configure`` parameters
 _SETTING_OPTIONS = {
     "shift": "jpm_shift",

@@ -30,7 +30,13 @@ import torch
 from torch import nn
 
 from reidctl.errors import CheckpointError, InputError, UnknownNameError
-from reidctl.models.camera import SieMode, check_config_agrees, config_value, read_yaml_config
+from reidctl.models.camera import (
+    SieMode,
+    check_config_agrees,
+    check_config_facts,
+    config_value,
+    read_yaml_config,
+)
 from reidctl.models.transreid import HEIGHT, PATCH, WIDTH, patch_grid, stride_for_tokens
 
 TEXT_PREFIXES = ("text_encoder.", "prompt_learner.", "classifier")
@@ -53,21 +59,10 @@ def _drop(
 
 def _neck_from_config(config: str | Path, name: str, stride: int | None) -> dict[str, Any]:
     cfg = read_yaml_config(config)
-
-    def as_list(v: Any) -> Any:
-        return list(v) if isinstance(v, list | tuple) else v
-
-    check_config_agrees(config, "MODEL.NAME", config_value(cfg, "MODEL.NAME"), name)
-    check_config_agrees(
-        config, "INPUT.SIZE_TEST", as_list(config_value(cfg, "INPUT.SIZE_TEST")), [HEIGHT, WIDTH]
-    )
+    checks: dict[str, Any] = {"MODEL.NAME": name, "INPUT.SIZE_TEST": [HEIGHT, WIDTH]}
     if stride is not None:
-        check_config_agrees(
-            config,
-            "MODEL.STRIDE_SIZE",
-            as_list(config_value(cfg, "MODEL.STRIDE_SIZE")),
-            [stride, stride],
-        )
+        checks["MODEL.STRIDE_SIZE"] = [stride, stride]
+    check_config_facts(config, cfg, checks)
     return {
         "sie_coe": config_value(cfg, "MODEL.SIE_COE"),
         "neck_feat": config_value(cfg, "TEST.NECK_FEAT"),

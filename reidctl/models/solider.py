@@ -46,7 +46,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from reidctl.errors import InputError, UnknownNameError
-from reidctl.models.camera import check_config_agrees, config_value, read_yaml_config
+from reidctl.models.camera import check_config_facts, config_value, read_yaml_config
 
 HEIGHT, WIDTH = 384, 128
 PATCH = 4
@@ -387,25 +387,14 @@ class SoliderReID(nn.Module):
             def get(key: str) -> Any:
                 return config_value(cfg, key)
 
-            def as_list(v: Any) -> Any:
-                return list(v) if isinstance(v, list | tuple) else v
-
-            check_config_agrees(
-                config, "MODEL.TRANSFORMER_TYPE", get("MODEL.TRANSFORMER_TYPE"), self.arch.factory
-            )
-            check_config_agrees(
-                config, "INPUT.SIZE_TEST", as_list(get("INPUT.SIZE_TEST")), [HEIGHT, WIDTH]
-            )
-            check_config_agrees(
-                config,
-                "MODEL.REDUCE_FEAT_DIM",
-                get("MODEL.REDUCE_FEAT_DIM"),
-                self.reduced_dim is not None,
-            )
+            checks = {
+                "MODEL.TRANSFORMER_TYPE": self.arch.factory,
+                "INPUT.SIZE_TEST": [HEIGHT, WIDTH],
+                "MODEL.REDUCE_FEAT_DIM": self.reduced_dim is not None,
+            }
             if self.reduced_dim is not None:
-                check_config_agrees(
-                    config, "MODEL.FEAT_DIM", get("MODEL.FEAT_DIM"), self.reduced_dim
-                )
+                checks["MODEL.FEAT_DIM"] = self.reduced_dim
+            check_config_facts(config, cfg, checks)
             if semantic_weight is None:
                 semantic_weight = get("MODEL.SEMANTIC_WEIGHT")
             neck_feat = neck_feat if neck_feat is not None else get("TEST.NECK_FEAT")

@@ -32,7 +32,7 @@ from torch import nn
 from reidctl.errors import CheckpointError, InputError, UnknownNameError
 from reidctl.models.camera import (
     SieMode,
-    check_config_agrees,
+    check_config_facts,
     config_value,
     read_yaml_config,
 )
@@ -310,9 +310,6 @@ class TransReID(nn.Module):
             def get(key: str) -> Any:
                 return config_value(cfg, key)
 
-            def as_list(v: Any) -> Any:
-                return list(v) if isinstance(v, list | tuple) else v
-
             checks = {
                 "MODEL.TRANSFORMER_TYPE": self.arch.factory,
                 "MODEL.JPM": self.jpm,
@@ -320,8 +317,7 @@ class TransReID(nn.Module):
                 "MODEL.STRIDE_SIZE": [self.stride, self.stride],
                 "INPUT.SIZE_TEST": [HEIGHT, WIDTH],
             }
-            for key, fact in checks.items():
-                check_config_agrees(config, key, as_list(get(key)), fact)
+            check_config_facts(config, cfg, checks)
             sie_coe = sie_coe if sie_coe is not None else get("MODEL.SIE_COE")
             jpm_shift = jpm_shift if jpm_shift is not None else get("MODEL.SHIFT_NUM")
             jpm_groups = jpm_groups if jpm_groups is not None else get("MODEL.SHUFFLE_GROUP")
