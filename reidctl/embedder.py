@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -352,17 +352,25 @@ class Embedder:
         """The feature rows of ``batch`` as float32 ``[rows, D]``: written into ``out`` when
         given, else a new array of this Embedder's own (a runner may hand back a view of a
         buffer it reuses)."""
+        return self._features(self._runner.infer_rows(self._feeds(batch, cams)), len(batch), out)
+
+    def _feeds(self, batch: np.ndarray, cams: np.ndarray | None) -> dict[str, np.ndarray]:
         feeds = {self._image.name: batch}
         if self._camera is not None:
             feeds[self._camera.name] = cams if cams is not None else np.zeros(len(batch), np.int64)
-        res = self._runner.infer_rows(feeds)
+        return feeds
+
+    def _features(
+        self, res: dict[str, np.ndarray], rows: int, out: np.ndarray | None
+    ) -> np.ndarray:
+        """The feature output of one call's results ``res`` (see :meth:`_run`)."""
         feat = res.get(self.feature)
         if feat is None:
             raise FormatError(
                 f"{self.model_file} has no output {self.feature!r} (outputs: {sorted(res)}); "
                 "the facts do not match the model"
             )
-        feat = feat.reshape(len(batch), -1)
+        feat = feat.reshape(rows, -1)
         if out is None:
             return np.array(feat, np.float32)
         if feat.shape != out.shape:
@@ -399,10 +407,36 @@ class Embedder:
                 raise self._dim_error(feat.shape[1])
             return feat
         out = np.empty((n, self.dim), np.float32)
+        if self._runner.concurrency > 1:  # several batches at once, each in its own buffer
+            return self._embed_concurrent(items, cams, color, out)
         for start in range(0, n, bs):
             chunk = items[start : start + bs]
             for j, item in enumerate(chunk):
                 transform(to_bgr(item, start + j, color), buf[j])
             sub = None if cams is None else cams[start : start + len(chunk)]
             self._run(buf[: len(chunk)], sub, out[start : start + len(chunk)])
+        return out
+
+    def _embed_concurrent(
+        self, items: list[ImageLike], cams: np.ndarray | None, color: str, out: np.ndarray
+    ) -> np.ndarray:
+        """:meth:`_embed_raw` for a runner that runs several calls at once
+        (:func:`reidctl.runners.infer.run_calls`): the next batch is transformed while the
+        earlier ones run."""
+        from reidctl.runners.infer import run_calls
+
+        n, bs, transform = len(items), self.batch_size, self._transform
+
+        def calls() -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+            for start in range(0, n, bs):
+                chunk = items[start : start + bs]
+                batch = np.empty((len(chunk), *self.settings.shape), self.settings.np_dtype)
+                for j, item in enumerate(chunk):
+                    transform(to_bgr(item, start + j, color), batch[j])
+                sub = None if cams is None else cams[start : start + len(chunk)]
+                yield start, self._feeds(batch, sub)
+
+        for start, res in run_calls(self._runner, calls(), stable=True):
+            rows = min(bs, n - start)
+            self._features(res, rows, out[start : start + rows])
         return out

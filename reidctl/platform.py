@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 from collections.abc import Sequence
 
@@ -9,6 +10,14 @@ INT8_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
 # x86 instruction sets with an 8-bit dot product that accumulates in int32; without one,
 # onnxruntime's U8S8 kernels use vpmaddubsw, whose int16 intermediate sums saturate
 VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
+
+
+def usable_cores() -> int:
+    """The cores this process may use (its CPU affinity; ``os.cpu_count()`` off Linux)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def cpu_model() -> str:

@@ -243,3 +243,13 @@ def test_rows_of_one_call_are_not_overwritten_by_the_next(chain, emb) -> None:
     n = len(emb.runner.latencies_s)
     emb.embed(paths[:1])
     assert len(emb.runner.latencies_s) == n + 1
+
+
+def test_two_streams_equal_the_cli_bit_for_bit(chain) -> None:
+    model, paths, features = chain
+    with Embedder(model, batch_size=8, streams=2) as e:
+        assert e.runner.concurrency == 2
+        raw = e.embed(paths, normalize=False)  # 8 batches, two at a time
+        one = e.embed(paths[:5], normalize=False)  # a single batch
+    assert np.array_equal(raw, features)
+    assert np.array_equal(one, features[:5])

@@ -7,9 +7,15 @@ Run ``python -m reidctl.benchmarks.stream`` (a few minutes on 2 cores). It gener
 weights) to ONNX, then runs on the same images, alternating in blocks (A B B A A B ...):
 
 * **two-stage**: :func:`reidctl.preprocess.preprocess_dataset` (float32 tensor files on the
-  work folder's disk) then :func:`reidctl.runners.infer.run_inference` (``ort``);
-* **streaming**: :func:`reidctl.runners.infer.infer_images` (decoding processes feeding
-  ``ort``, no tensor files).
+  work folder's disk) then :func:`reidctl.runners.infer.run_inference` (``ort``); both
+  stages are timed;
+* **streaming**: :func:`reidctl.runners.infer.infer_images` (decoders feeding ``ort``, no
+  tensor files);
+* **bare-ort** (the floor, not a pipeline): the ONNX Runtime runner alone, called as often
+  as the images need, on one batch of random tensors held in memory.
+
+Each is run with every ``--streams`` value (``ort``'s batches at once, 1 by default); the
+ratio streaming / two-stage is given per value.
 
 Each run is a fresh Python process (``--run-one``); its wall time covers the library calls
 (scan, pools, model load, inference, result directory), not the interpreter start. The
@@ -37,29 +43,59 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
-PIPELINES = ("two-stage", "streaming")
+PIPELINES = ("two-stage", "streaming", "bare-ort")
 
 
 # --------------------------------------------------------------------------- one run
 
 
-def run_one(pipeline: str, model: Path, root: Path, out: Path, batch_size: int) -> float:
-    """Run ``pipeline`` once; returns its wall time (s). Called in a fresh process."""
+def run_one(
+    pipeline: str, model: Path, root: Path, out: Path, batch_size: int, streams: int
+) -> dict[str, float]:
+    """Run ``pipeline`` once; returns its wall time (s), per stage for two-stage. Called in
+    a fresh process."""
     from reidctl.preprocess import preprocess_dataset
     from reidctl.preprocess.config import spec_from_sidecar
     from reidctl.runners.infer import infer_images, run_inference
 
+    options = {"streams": streams} if streams > 1 else {}
     t0 = time.perf_counter()
     if pipeline == "two-stage":
         prep = out / "prep"
         preprocess_dataset("market1501", root, prep, spec=spec_from_sidecar(model))
-        run_inference(model, prep, out / "results", "ort", batch_size)
-    else:
-        infer_images(
-            model, "market1501", root, out / "results", backend="ort", batch_size=batch_size
-        )
-    return time.perf_counter() - t0
+        t1 = time.perf_counter()
+        run_inference(model, prep, out / "results", "ort", batch_size, **options)
+        t2 = time.perf_counter()
+        return {"wall_s": t2 - t0, "prep_s": t1 - t0, "infer_s": t2 - t1}
+    if pipeline == "bare-ort":
+        return {"wall_s": _bare_ort(model, root, batch_size, options)}
+    infer_images(
+        model, "market1501", root, out / "results", backend="ort", batch_size=batch_size, **options
+    )
+    return {"wall_s": time.perf_counter() - t0}
+
+
+def _bare_ort(model: Path, root: Path, batch_size: int, options: dict[str, Any]) -> float:
+    """Seconds the ``ort`` runner takes for as many batches as the images under ``root``
+    make, fed one batch of random tensors from memory (no reading, no decoding)."""
+    import numpy as np
+
+    from reidctl.preprocess.layouts import scan_layout
+    from reidctl.runners import get_runner
+    from reidctl.runners.infer import run_calls
+
+    n = len(scan_layout("market1501", root, ("query", "gallery")).records)
+    with get_runner("ort")(str(model), **options) as runner:
+        spec = runner.input_specs()[0]
+        shape = [batch_size, *(int(d) for d in spec.shape[1:])]
+        x = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
+        calls = [(i, {spec.name: x[: min(batch_size, n - i)]}) for i in range(0, n, batch_size)]
+        t0 = time.perf_counter()
+        for _ in run_calls(runner, calls, stable=True):
+            pass
+        return time.perf_counter() - t0
 
 
 # --------------------------------------------------------------------------- memory
@@ -125,7 +161,9 @@ class TreeSampler(threading.Thread):
         self.join()
 
 
-def measure(pipeline: str, model: Path, root: Path, out: Path, batch_size: int) -> dict:
+def measure(
+    pipeline: str, model: Path, root: Path, out: Path, batch_size: int, streams: int
+) -> dict:
     """One run in a child process: wall time (s), peak RSS / PSS of its tree (MiB)."""
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
@@ -141,6 +179,7 @@ def measure(pipeline: str, model: Path, root: Path, out: Path, batch_size: int) 
         str(root),
         str(out),
         str(batch_size),
+        str(streams),
     ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     sampler = TreeSampler(proc.pid)
@@ -149,13 +188,14 @@ def measure(pipeline: str, model: Path, root: Path, out: Path, batch_size: int) 
     sampler.stop()
     if proc.returncode != 0:
         raise RuntimeError(f"{pipeline} run failed (exit {proc.returncode})")
-    wall = float(json.loads(stdout.strip().splitlines()[-1])["wall_s"])
+    times = json.loads(stdout.strip().splitlines()[-1])
     features = b"".join(p.read_bytes() for p in sorted((out / "results").rglob("*.npy")))
     shutil.rmtree(out, ignore_errors=True)
     os.sync()
     return {
         "pipeline": pipeline,
-        "wall_s": wall,
+        "streams": streams,
+        **times,
         "rss_mib": sampler.peak_rss / 1024,
         "pss_mib": sampler.peak_pss / 1024,
         "load": load,
@@ -166,15 +206,21 @@ def measure(pipeline: str, model: Path, root: Path, out: Path, batch_size: int) 
 # --------------------------------------------------------------------------- main
 
 
-def _order(repeats: int) -> list[str]:
-    """A B B A A B ...: each pipeline first in half of the blocks."""
-    out: list[str] = []
+def _order(configs: list[tuple[str, int]], repeats: int) -> list[tuple[str, int]]:
+    """A B C C B A A B C ...: the configurations in blocks, every other block reversed."""
+    out: list[tuple[str, int]] = []
     for r in range(repeats):
-        out.extend(PIPELINES if r % 2 == 0 else PIPELINES[::-1])
+        out.extend(configs if r % 2 == 0 else configs[::-1])
     return out
 
 
-def bench_model(name: str, n: int, repeats: int, batch_size: int, work: Path) -> list[str]:
+def _label(pipeline: str, streams: int) -> str:
+    return pipeline if streams == 1 else f"{pipeline}, {streams} streams"
+
+
+def bench_model(
+    name: str, n: int, repeats: int, batch_size: int, work: Path, streams: list[int]
+) -> list[str]:
     from reidctl.convert.onnx import onnx_from_torch
     from reidctl.preprocess.synthetic import make_synthetic_market
 
@@ -186,51 +232,62 @@ def bench_model(name: str, n: int, repeats: int, batch_size: int, work: Path) ->
     model = work / f"{name}.onnx"
     if not model.exists():
         onnx_from_torch(name, model, validate_batches=(1,))
-    print(f"\n{name}: {images} images, batch {batch_size}, {repeats} runs of each pipeline")
+    configs = [(p, k) for k in streams for p in PIPELINES]
+    print(f"\n{name}: {images} images, batch {batch_size}, {repeats} runs of each")
     runs = []
-    for pipeline in _order(repeats):
-        r = measure(pipeline, model, ds.root, work / "out", batch_size)
+    for pipeline, k in _order(configs, repeats):
+        r = measure(pipeline, model, ds.root, work / "out", batch_size, k)
         runs.append(r)
+        stages = (
+            f" (preprocess {r['prep_s']:.2f} + infer {r['infer_s']:.2f})" if "prep_s" in r else ""
+        )
         print(
-            f"  {pipeline:10s} {r['wall_s']:7.2f} s  {images / r['wall_s']:7.1f} img/s  "
-            f"peak RSS {r['rss_mib']:6.0f} MiB  PSS {r['pss_mib']:6.0f} MiB  "
-            f"(load average {r['load']:.1f})",
+            f"  {_label(pipeline, k):24s} {r['wall_s']:7.2f} s  {images / r['wall_s']:7.1f} "
+            f"img/s  peak RSS {r['rss_mib']:6.0f} MiB  PSS {r['pss_mib']:6.0f} MiB  "
+            f"(load average {r['load']:.1f}){stages}",
             flush=True,
         )
-    same = len({r["features"] for r in runs}) == 1
+    same = len({r["features"] for r in runs if r["pipeline"] != "bare-ort"}) == 1
     rows = []
-    stats = {}
-    for p in PIPELINES:
-        walls = [r["wall_s"] for r in runs if r["pipeline"] == p]
-        stats[p] = statistics.median(walls)
+
+    def walls(p: str, k: int, key: str = "wall_s") -> list[float]:
+        return [r[key] for r in runs if r["pipeline"] == p and r["streams"] == k]
+
+    for k in streams:
+        stats = {}
+        for p in PIPELINES:
+            w = walls(p, k)
+            stats[p] = statistics.median(w)
+            mine = [r for r in runs if r["pipeline"] == p and r["streams"] == k]
+            memory = (
+                f"{max(r['rss_mib'] for r in mine):.0f} | {max(r['pss_mib'] for r in mine):.0f}"
+            )
+            if p == "two-stage":
+                memory += (
+                    f" | {statistics.median(walls(p, k, 'prep_s')):.2f} + "
+                    f"{statistics.median(walls(p, k, 'infer_s')):.2f}"
+                )
+            else:
+                memory += " | "
+            rows.append(
+                f"| {name} | {images} | {_label(p, k)} | {stats[p]:.2f} | "
+                f"{min(w):.2f}-{max(w):.2f} | {images / stats[p]:.0f} | {memory} |"
+            )
+        ratio = stats["streaming"] / stats["two-stage"]
+        pair = [s / t for s, t in zip(walls("streaming", k), walls("two-stage", k), strict=True)]
         rows.append(
-            f"| {name} | {images} | {p} | {stats[p]:.2f} | {min(walls):.2f}-{max(walls):.2f} | "
-            f"{images / stats[p]:.0f} | "
-            f"{max(r['rss_mib'] for r in runs if r['pipeline'] == p):.0f} | "
-            f"{max(r['pss_mib'] for r in runs if r['pipeline'] == p):.0f} |"
+            f"| {name} | | **streaming / two-stage** | **{ratio:.2f}x** | "
+            f"{min(pair):.2f}-{max(pair):.2f}x (per block) | | | | |"
         )
-    ratio = stats["streaming"] / stats["two-stage"]
-    pair = [
-        s / t
-        for s, t in zip(
-            [r["wall_s"] for r in runs if r["pipeline"] == "streaming"],
-            [r["wall_s"] for r in runs if r["pipeline"] == "two-stage"],
-            strict=True,
-        )
-    ]
-    rows.append(
-        f"| {name} | | **streaming / two-stage** | **{ratio:.2f}x** | "
-        f"{min(pair):.2f}-{max(pair):.2f}x (per block) | | | |"
-    )
-    print(f"  features identical across all runs: {same}")
+    print(f"  features identical across all pipeline runs: {same}")
     return rows
 
 
 def main(argv: list[str] | None = None) -> int:
     if argv is None and len(sys.argv) > 1 and sys.argv[1] == "--run-one":
-        _, _, pipeline, model, root, out, bs = sys.argv
-        wall = run_one(pipeline, Path(model), Path(root), Path(out), int(bs))
-        print(json.dumps({"wall_s": wall}))
+        _, _, pipeline, model, root, out, bs, streams = sys.argv
+        times = run_one(pipeline, Path(model), Path(root), Path(out), int(bs), int(streams))
+        print(json.dumps(times))
         return 0
     parser = argparse.ArgumentParser(
         prog="python -m reidctl.benchmarks.stream", description=__doc__.split("\n")[0]
@@ -239,9 +296,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-images", type=int, action="append", help="per --model")
     parser.add_argument("--repeats", type=int, default=2, help="runs of each pipeline")
     parser.add_argument("--bs", type=int, default=32, help="batch size")
+    parser.add_argument(
+        "--streams",
+        type=int,
+        action="append",
+        help="ort streams for every pipeline (repeatable; default 1)",
+    )
     parser.add_argument("--workdir", type=Path, default=None, help="default: a /tmp folder")
     args = parser.parse_args(argv)
     models = args.model or ["osnet_x0_25"]
+    streams = args.streams or [1]
+    if min(streams) < 1:
+        parser.error("--streams must be positive")
     counts = args.num_images or [5000]
     if len(counts) == 1:
         counts = counts * len(models)
@@ -254,13 +320,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{os.cpu_count()} cores, load average {os.getloadavg()}")
         rows = []
         for name, n in zip(models, counts, strict=True):
-            rows += bench_model(name, n, args.repeats, args.bs, work)
+            rows += bench_model(name, n, args.repeats, args.bs, work, streams)
         print()
         print(
             "| model | images | pipeline | median s | range s | images/s | peak RSS MiB | "
-            "peak PSS MiB |"
+            "peak PSS MiB | preprocess + infer s |"
         )
-        print("|---|---:|---|---:|---:|---:|---:|---:|")
+        print("|---|---:|---|---:|---:|---:|---:|---:|---:|")
         print("\n".join(rows))
         print(f"\nload average at the end: {os.getloadavg()}")
     finally:

@@ -13,6 +13,7 @@ from reidctl.commands._options import (
     batch_size_option,
     connect_timeout_option,
     force_option,
+    streams_option,
     threads_option,
 )
 
@@ -34,6 +35,7 @@ from reidctl.commands._options import (
 )
 @batch_size_option(32, "Images per batch.")
 @threads_option("CPU threads (ort, openvino).")
+@streams_option("2 for ort with 2+ threads on the local engine, else 1")
 @click.option(
     "--dump",
     type=click.Choice(["bin", "txt"]),
@@ -177,6 +179,7 @@ def infer(
     backend: str | None,
     batch_size: int,
     threads: int | None,
+    streams: int | None,
     dump: str | None,
     index_base: int,
     feature: str | None,
@@ -269,6 +272,8 @@ def infer(
         engine,
     )
 
+    if engine != "ray" and streams is None:
+        streams = default_streams(model_file, backend, threads)
     if engine != "ray":
         ray_only = {
             "--address": address is not None,
@@ -289,6 +294,7 @@ def infer(
         feature=feature,
         progress=True,
         threads=threads,
+        streams=streams,
         device=device,
         camera_offset=camera_offset,
         fp16=fp16,
@@ -399,3 +405,22 @@ def _image_source(
         skip_bad,
         model=model,
     )
+
+
+def default_streams(model_file: Path, backend: str | None, threads: int | None) -> int | None:
+    """``infer``'s ``--streams`` when not given: 2 for a back end that takes it (``ort``)
+    with 2 or more threads, else ``None`` (the back end's own, one). Two batches at once
+    keep the cores busy where one batch's threads wait for each other (figures:
+    ``python -m reidctl.benchmarks.stream --streams 1 --streams 2``). A back end that
+    cannot be resolved gets ``None``; its error comes later, in context."""
+    from reidctl.errors import ReidctlError
+    from reidctl.platform import usable_cores
+    from reidctl.runners.infer import runner_class
+
+    try:
+        cls = runner_class(model_file, backend)
+    except ReidctlError:
+        return None
+    if "streams" not in cls.accepted_options:
+        return None
+    return 2 if (threads or usable_cores()) >= 2 else None

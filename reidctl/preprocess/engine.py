@@ -41,6 +41,7 @@ from reidctl.artifacts import (
 from reidctl.artifacts.prep import TMP_SUFFIX
 from reidctl.errors import BadDataError, FormatError, InputError, OutputExistsError
 from reidctl.io import write_json_atomic
+from reidctl.platform import usable_cores
 from reidctl.preprocess.layouts.base import (
     DEFAULT_SPLITS,
     Layout,
@@ -335,10 +336,7 @@ def _start_method() -> str:
 
 def default_workers() -> int:
     """The cores this process may use."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+    return usable_cores()
 
 
 def _chunks(items: Sequence[ManifestEntry], size: int) -> list[list[ManifestEntry]]:

@@ -76,6 +76,13 @@ class Runner(ABC):
         self.deactivate()
 
     # ---------------------------------------------------------------- inference
+    @property
+    def concurrency(self) -> int:
+        """How many :meth:`infer` calls this runner may run at once, from different threads
+        (1: one call at a time, the default). :func:`reidctl.runners.infer.run_batches` keeps
+        that many batches in flight."""
+        return 1
+
     def input_specs(self) -> tuple[TensorSpec, ...]:
         """Inputs of the loaded model; dynamic dims are strings (e.g. ``"batch"``)."""
         self._require_active()

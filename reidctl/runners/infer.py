@@ -3,7 +3,8 @@
 Layers, lowest first:
 
 * :func:`run_batches` - ``(entries, tensors)`` batches through an active runner
-  (:func:`batch_inputs` makes each call's inputs); returns the rows run and the stacked
+  (:func:`batch_inputs` makes each call's inputs; :func:`run_calls` keeps several in
+  flight on a runner with ``concurrency`` > 1); returns the rows run and the stacked
   outputs. Two producers feed it: :func:`infer_entries` (manifest entries of a
   preprocessed set, the next batch read by :meth:`PrepSet.read_batch` on a background
   thread while the current one runs) and :class:`reidctl.runners.image_source.ImageStream`
@@ -20,11 +21,12 @@ from __future__ import annotations
 import os
 import time
 import warnings
+from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import numpy as np
 
@@ -70,12 +72,16 @@ __all__ = [
     "infer_images",
     "read_tensor",
     "run_batches",
+    "run_calls",
     "run_inference",
     "write_dump",
 ]
 
 DUMP_DIR = "dump"
 DUMP_FORMATS = ("bin", "txt")
+
+
+T = TypeVar("T")
 
 
 def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
@@ -103,6 +109,42 @@ def batch_inputs(
     return feeds
 
 
+def run_calls(
+    runner: Runner,
+    calls: Iterable[tuple[T, dict[str, np.ndarray]]],
+    *,
+    stable: bool = False,
+) -> Iterator[tuple[T, dict[str, np.ndarray]]]:
+    """``(key, outputs)`` of each ``(key, feeds)`` call through an active ``runner``, in
+    the order given, by :meth:`Runner.infer_rows`.
+
+    A runner with :attr:`Runner.concurrency` N > 1 gets up to N calls at once (from a pool
+    of N threads, one more call queued), so the results come in order while later calls
+    run. The producer may then run ahead, so feeds are copied before they are handed out,
+    unless ``stable`` (each call's arrays stay valid after the next call is produced).
+    """
+    depth = runner.concurrency
+    if depth <= 1:
+        for key, feeds in calls:
+            yield key, runner.infer_rows(feeds)
+        return
+    pool = ThreadPoolExecutor(depth, thread_name_prefix="reidctl-infer")
+    pending: deque[tuple[T, Future[dict[str, np.ndarray]]]] = deque()
+    try:
+        for key, feeds in calls:
+            if not stable:
+                feeds = {k: np.array(v, copy=True) for k, v in feeds.items()}
+            pending.append((key, pool.submit(runner.infer_rows, feeds)))
+            while len(pending) > depth:
+                key, done = pending.popleft()
+                yield key, done.result()
+        while pending:
+            key, done = pending.popleft()
+            yield key, done.result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
 def run_batches(
     runner: Runner,
     batches: Iterable[tuple[Sequence[ManifestEntry], np.ndarray]],
@@ -112,6 +154,7 @@ def run_batches(
     progress: bool = False,
     camera: CameraRule | None = None,
     root: str | os.PathLike[str] | None = None,
+    stable: bool = False,
 ) -> tuple[list[ManifestEntry], dict[str, np.ndarray]]:
     """Run ``(entries, tensors)`` batches through an active ``runner``, in order.
 
@@ -119,8 +162,11 @@ def run_batches(
     the rows run). ``input_name`` defaults to the model's image input. A camera-aware
     model's ``camera`` input comes from the entries' camids through ``camera`` (default:
     :func:`camera_rule` of the model's sidecar), see :func:`batch_inputs`. With
-    ``progress`` a tqdm bar (images/s) goes to stderr. Returns the entries run, in order,
-    and ``{output name: array}`` with row ``i`` belonging to entry ``i``.
+    ``progress`` a tqdm bar (images/s) goes to stderr. A runner with
+    :attr:`Runner.concurrency` > 1 runs several batches at once (:func:`run_calls`;
+    ``stable``: the producer never reuses a batch's array, so no copy is needed). Returns
+    the entries run, in order, and ``{output name: array}`` with row ``i`` belonging to
+    entry ``i``.
     """
     image, camera_spec = split_inputs(runner.input_specs(), runner.model_file)
     if input_name is None:
@@ -143,8 +189,11 @@ def run_batches(
             disable=bar_disable(progress),
         )
     try:
-        for entries, batch in batches:
-            out = runner.infer_rows(batch_inputs(input_name, entries, batch, camera, root))
+        calls = (
+            (entries, batch_inputs(input_name, entries, batch, camera, root))
+            for entries, batch in batches
+        )
+        for entries, out in run_calls(runner, calls, stable=stable):
             if not results:
                 results = {
                     k: np.empty((total, *v.shape[1:]), dtype=v.dtype) for k, v in out.items()
@@ -209,6 +258,7 @@ def infer_entries(
         progress=progress,
         camera=camera,
         root=prep.root,
+        stable=True,  # read_batch returns a new array per batch
     )
     return results
 

@@ -154,7 +154,8 @@ def test_absent_vendor_backends_say_why_and_how_to_install(name, tmp_path):
 
 def test_runner_refuses_options_it_does_not_declare():
     with pytest.raises(
-        InputError, match=r"precision do not apply to back end 'ort' \(its options: threads\)"
+        InputError,
+        match=r"precision do not apply to back end 'ort' \(its options: threads, streams\)",
     ):
         get_runner("ort")("m.onnx", precision="f16")
     # unset options (None, False) are not given

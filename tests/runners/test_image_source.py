@@ -212,3 +212,21 @@ def test_stream_with_ray_engine_equals_two_stage(osnet_onnx, market_mini, staged
     assert run["images"]["num_images"] == 64 and run["prep_dir"] is None
     cli = _files(tmp_path / "res-cli")
     assert cli["features/feature.npy"] == b["features/feature.npy"]
+
+
+@pytest.mark.shared
+@pytest.mark.slow
+def test_one_stream_equals_the_default_streams(osnet_onnx, market_mini, staged, tmp_path):
+    """``infer``'s default (2 streams on 2+ cores) and ``--streams 1``: the same bytes."""
+    from reidctl.platform import usable_cores
+
+    _, res = staged
+    default = json.loads((res / "run.json").read_text())["options"]
+    assert default == ({"streams": 2} if usable_cores() >= 2 else {})
+    out = tmp_path / "res"
+    args = ["infer", str(osnet_onnx), "--images", str(market_mini), "--layout", "market1501"]
+    assert main([*args, "-o", str(out), "--bs", "8", "--streams", "1"]) == 0
+    assert json.loads((out / "run.json").read_text())["options"] == {"streams": 1}
+    assert (out / "features" / "feature.npy").read_bytes() == (
+        res / "features" / "feature.npy"
+    ).read_bytes()

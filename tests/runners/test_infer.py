@@ -151,7 +151,7 @@ def test_cli_infer_refuses_an_unknown_runner_option(tiny_onnx, prep, tmp_path, c
     out = tmp_path / "r-precision"
     assert main(["infer", str(tiny_onnx), str(prep[0]), "-o", str(out), "--precision", "f16"]) == 2
     err = capsys.readouterr().err
-    assert "precision do not apply to back end 'ort' (its options: threads)" in err
+    assert "precision do not apply to back end 'ort' (its options: threads, streams)" in err
     assert not out.exists()
 
 

@@ -48,6 +48,29 @@ def _free_ports(n: int) -> list[int]:
             s.close()
 
 
+def _bindable(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _worker_range(count: int, avoid: set[int]) -> int:
+    """The first of ``count`` consecutive free ports, below the kernel's ephemeral range
+    (32768 up, where :func:`_free_ports` and every other socket gets its ports) and clear
+    of ``avoid``: a worker port range overlapping another component's port makes
+    ``ray start`` refuse to start."""
+    for _ in range(200):
+        base = 20000 + secrets.randbelow(12000 - count)
+        ports = range(base, base + count)
+        if not avoid.intersection(ports) and all(_bindable(q) for q in ports):
+            avoid.update(ports)
+            return base
+    pytest.fail(f"no {count} consecutive free ports between 20000 and 32000")
+
+
 def _env(home: Path, token: str | None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in AUTH_VARS}
     env.update(
@@ -118,6 +141,8 @@ def cluster(tmp_path_factory) -> Iterator[dict]:
     token = secrets.token_hex(32)
     p = _free_ports(22)
     gcs, client, dash = p[0], p[1], p[2]
+    taken = set(p)
+    p[3], p[10] = _worker_range(41, taken), _worker_range(41, taken)
     head_args = [
         "--head",
         "--port", str(gcs),
