@@ -406,37 +406,19 @@ class Embedder:
             if feat.shape[1] != self.dim:
                 raise self._dim_error(feat.shape[1])
             return feat
-        out = np.empty((n, self.dim), np.float32)
-        if self._runner.concurrency > 1:  # several batches at once, each in its own buffer
-            return self._embed_concurrent(items, cams, color, out)
-        for start in range(0, n, bs):
-            chunk = items[start : start + bs]
-            for j, item in enumerate(chunk):
-                transform(to_bgr(item, start + j, color), buf[j])
-            sub = None if cams is None else cams[start : start + len(chunk)]
-            self._run(buf[: len(chunk)], sub, out[start : start + len(chunk)])
-        return out
-
-    def _embed_concurrent(
-        self, items: list[ImageLike], cams: np.ndarray | None, color: str, out: np.ndarray
-    ) -> np.ndarray:
-        """:meth:`_embed_raw` for a runner that runs several calls at once
-        (:func:`reidctl.runners.infer.run_calls`): the next batch is transformed while the
-        earlier ones run."""
         from reidctl.runners.infer import run_calls
-
-        n, bs, transform = len(items), self.batch_size, self._transform
 
         def calls() -> Iterator[tuple[int, dict[str, np.ndarray]]]:
             for start in range(0, n, bs):
                 chunk = items[start : start + bs]
-                batch = np.empty((len(chunk), *self.settings.shape), self.settings.np_dtype)
                 for j, item in enumerate(chunk):
-                    transform(to_bgr(item, start + j, color), batch[j])
+                    transform(to_bgr(item, start + j, color), buf[j])
                 sub = None if cams is None else cams[start : start + len(chunk)]
-                yield start, self._feeds(batch, sub)
+                yield start, self._feeds(buf[: len(chunk)], sub)
 
-        for start, res in run_calls(self._runner, calls(), stable=True):
+        # one buffer refilled per batch: a runner taking several calls at once gets copies
+        out = np.empty((n, self.dim), np.float32)
+        for start, res in run_calls(self._runner, calls()):
             rows = min(bs, n - start)
             self._features(res, rows, out[start : start + rows])
         return out

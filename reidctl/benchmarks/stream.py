@@ -250,31 +250,23 @@ def bench_model(
     same = len({r["features"] for r in runs if r["pipeline"] != "bare-ort"}) == 1
     rows = []
 
-    def walls(p: str, k: int, key: str = "wall_s") -> list[float]:
-        return [r[key] for r in runs if r["pipeline"] == p and r["streams"] == k]
-
     for k in streams:
-        stats = {}
+        walls: dict[str, list[float]] = {}
         for p in PIPELINES:
-            w = walls(p, k)
-            stats[p] = statistics.median(w)
             mine = [r for r in runs if r["pipeline"] == p and r["streams"] == k]
-            memory = (
-                f"{max(r['rss_mib'] for r in mine):.0f} | {max(r['pss_mib'] for r in mine):.0f}"
-            )
+            w = walls[p] = [r["wall_s"] for r in mine]
+            stages = ""
             if p == "two-stage":
-                memory += (
-                    f" | {statistics.median(walls(p, k, 'prep_s')):.2f} + "
-                    f"{statistics.median(walls(p, k, 'infer_s')):.2f}"
-                )
-            else:
-                memory += " | "
+                prep, infer = (statistics.median(r[s] for r in mine) for s in ("prep_s", "infer_s"))
+                stages = f"{prep:.2f} + {infer:.2f}"
             rows.append(
-                f"| {name} | {images} | {_label(p, k)} | {stats[p]:.2f} | "
-                f"{min(w):.2f}-{max(w):.2f} | {images / stats[p]:.0f} | {memory} |"
+                f"| {name} | {images} | {_label(p, k)} | {statistics.median(w):.2f} | "
+                f"{min(w):.2f}-{max(w):.2f} | {images / statistics.median(w):.0f} | "
+                f"{max(r['rss_mib'] for r in mine):.0f} | {max(r['pss_mib'] for r in mine):.0f} "
+                f"| {stages} |"
             )
-        ratio = stats["streaming"] / stats["two-stage"]
-        pair = [s / t for s, t in zip(walls("streaming", k), walls("two-stage", k), strict=True)]
+        ratio = statistics.median(walls["streaming"]) / statistics.median(walls["two-stage"])
+        pair = [s / t for s, t in zip(walls["streaming"], walls["two-stage"], strict=True)]
         rows.append(
             f"| {name} | | **streaming / two-stage** | **{ratio:.2f}x** | "
             f"{min(pair):.2f}-{max(pair):.2f}x (per block) | | | | |"
